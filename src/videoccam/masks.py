@@ -23,7 +23,7 @@ def ccam_query_frames(num_queries: int, num_frames: int, device: torch.device | 
     Example (Q=8, T=3)::
 
         i    : 0 1 2 3 4 5 6 7
-        g(i) : 0 0 0 1 1 2 2 2
+        g(i) : 0 0 0 1 1 1 2 2
     """
     if num_queries < 1 or num_frames < 1:
         raise ValueError(f"ccam needs num_queries >= 1 and num_frames >= 1, got {num_queries} and {num_frames}")
