@@ -1,0 +1,164 @@
+"""Configuration of a Video-CCAM model.
+
+Field names follow the released Video-CCAM v1.2 ``config.json`` (``projector_config`` with
+``num_query``, ``hidden_size``, ``cross_hidden_size``, ...), so such a file parses. The number of
+visual tokens a media item becomes is owned by :attr:`CCAMProjectorConfig.num_query`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+from videoccam.errors import ConfigError
+
+PROJECTOR_MASKS = ("ccam", "none")
+TEMPORAL_ROPE_MODES = ("none", "tc", "frame")
+
+
+@strict
+class CCAMProjectorConfig(PreTrainedConfig):
+    """The CCAM projector: Q learnable queries cross-attending to all frames' visual tokens.
+
+    Args:
+        num_query: Q, the number of learnable queries = visual tokens handed to the LLM per media item.
+        hidden_size: width of the queries and of attention inside the projector.
+        cross_hidden_size: width of the visual tokens (the vision encoder's hidden size).
+        num_heads: attention heads (self- and cross-attention).
+        num_key_value_heads: key/value heads (grouped-query attention when < ``num_heads``).
+        intermediate_size: SwiGLU hidden width.
+        hidden_act: only ``"swiglu"`` is supported (as in the released checkpoints).
+        attention_bias: bias on the q/k/v/o projections.
+        mlp_bias: bias on the MLP projections.
+        dropout: residual dropout (training only).
+        attention_dropout: attention-probability dropout (training only).
+        layer_norm_eps: LayerNorm epsilon.
+        output_size: LLM hidden size; the final linear maps ``hidden_size -> output_size``.
+        num_layers: number of projector blocks.
+        mask: ``"ccam"`` (causal cross-attention mask) or ``"none"`` (plain cross-attention, the
+            frame-order-invariant ablation baseline).
+        causal_query_self_attention: query i may attend query k only if ``g(k) <= g(i)``.
+        initializer_range: std of the normal init of the queries and linear weights.
+    """
+
+    model_type = "ccam_projector"
+    base_config_key = "projector_config"
+
+    num_query: int = 1024
+    hidden_size: int = 1024
+    cross_hidden_size: int = 1152
+    num_heads: int = 16
+    num_key_value_heads: int = 16
+    intermediate_size: int = 4096
+    hidden_act: str = "swiglu"
+    attention_bias: bool = True
+    mlp_bias: bool = True
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    layer_norm_eps: float = 1e-5
+    output_size: int = 3584
+    num_layers: int = 1
+    mask: Literal["ccam", "none"] = "ccam"
+    causal_query_self_attention: bool = True
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        _check_positive(self, "num_query", "hidden_size", "cross_hidden_size", "num_heads",
+                        "num_key_value_heads", "intermediate_size", "output_size", "num_layers")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(
+                f"projector_config.hidden_size ({self.hidden_size}) must be divisible by "
+                f"projector_config.num_heads ({self.num_heads})"
+            )
+        if self.num_heads % self.num_key_value_heads:
+            raise ConfigError(
+                f"projector_config.num_heads ({self.num_heads}) must be divisible by "
+                f"projector_config.num_key_value_heads ({self.num_key_value_heads})"
+            )
+        if self.hidden_act != "swiglu":
+            raise ConfigError(f"projector_config.hidden_act must be 'swiglu', got {self.hidden_act!r}")
+        if self.mask not in PROJECTOR_MASKS:
+            raise ConfigError(f"projector_config.mask must be one of {PROJECTOR_MASKS}, got {self.mask!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+@strict
+class VideoCCAMConfig(PreTrainedConfig):
+    """A vision encoder (SigLIP), a CCAM projector and a causal LM.
+
+    Args:
+        vision_config: a ``SiglipVisionConfig`` (or its dict).
+        text_config: any causal-LM config transformers knows (Qwen2, Llama, Phi-3, ...), or its dict.
+        projector_config: a :class:`CCAMProjectorConfig` (or its dict).
+        vision_select_layer: which hidden state of the vision encoder feeds the projector
+            (``-2``: the penultimate layer, no post-layernorm, as Video-CCAM).
+        vision_chunk_size: encode at most this many frames per vision forward (saves memory); None = all.
+        image_token_id: placeholder token of an image (one frame).
+        video_token_id: placeholder token of a video.
+        frame_block_mask: TC-LLaVA frame-wise block-causal attention in the LLM at prefill.
+        temporal_rope: ``"none"``, ``"tc"`` (TC-LLaVA dual RoPE) or ``"frame"`` (text step 1, gamma
+            added at frame-block boundaries).
+        rope_gamma: the gamma of the temporal RoPE modes.
+    """
+
+    model_type = "videoccam"
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=AutoConfig, model_type="siglip_vision_model"),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="qwen2"),
+        "projector_config": SubConfigSpec(config_class=CCAMProjectorConfig),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    projector_config: dict | PreTrainedConfig | None = None
+    vision_select_layer: int = -2
+    vision_chunk_size: int | None = None
+    image_token_id: int = 151665
+    video_token_id: int = 151666
+    frame_block_mask: bool = False
+    temporal_rope: Literal["none", "tc", "frame"] = "none"
+    rope_gamma: float = 1.0
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        proj, vision, text = self.projector_config, self.vision_config, self.text_config
+        if proj.cross_hidden_size != vision.hidden_size:
+            raise ConfigError(
+                f"projector_config.cross_hidden_size ({proj.cross_hidden_size}) must equal "
+                f"vision_config.hidden_size ({vision.hidden_size})"
+            )
+        if proj.output_size != text.hidden_size:
+            raise ConfigError(
+                f"projector_config.output_size ({proj.output_size}) must equal "
+                f"text_config.hidden_size ({text.hidden_size})"
+            )
+        if self.image_token_id == self.video_token_id:
+            raise ConfigError(f"image_token_id and video_token_id must differ, both are {self.image_token_id}")
+        if self.temporal_rope not in TEMPORAL_ROPE_MODES:
+            raise ConfigError(f"temporal_rope must be one of {TEMPORAL_ROPE_MODES}, got {self.temporal_rope!r}")
+        if self.rope_gamma < 0:
+            raise ConfigError(f"rope_gamma must be >= 0, got {self.rope_gamma}")
+        if self.vision_chunk_size is not None and self.vision_chunk_size < 1:
+            raise ConfigError(f"vision_chunk_size must be >= 1 or None, got {self.vision_chunk_size}")
+        # the LLM decides weight tying; keep the composite flag in sync (as LLaVA does)
+        self.tie_word_embeddings = bool(text.tie_word_embeddings)
+
+    @property
+    def num_visual_tokens(self) -> int:
+        """Visual tokens per image or video in the LLM sequence (owned by the projector config)."""
+        return self.projector_config.num_query
+
+
+def _check_positive(config: PreTrainedConfig, *fields: str) -> None:
+    for name in fields:
+        value = config.__dict__[name]
+        if value < 1:
+            raise ConfigError(f"{config.base_config_key}.{name} must be >= 1, got {value}")

@@ -1,0 +1,273 @@
+"""VideoCCAMForConditionalGeneration: SigLIP -> CCAM projector -> any Hugging Face causal LM.
+
+Shape notation: B batch, S sequence, M media items in the batch, N frames of all items,
+C=3 channels, P visual tokens per frame, Dv vision width, Q visual tokens per item, D LLM width.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.cache_utils import Cache
+from transformers.modeling_outputs import ModelOutput
+
+from videoccam.configuration import VideoCCAMConfig
+from videoccam.projector import CCAMProjector
+
+if TYPE_CHECKING:
+    from videoccam.processing.processor import VideoCCAMProcessor
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class MultimodalEmbeddings:
+    """The LLM input after the visual tokens were scattered in.
+
+    Attributes:
+        inputs_embeds: ``[B, S, D]``.
+        frame_ids: ``[B, S]`` long; -1 for text and padding, else the frame block of the visual token.
+        media_ids: ``[B, S]`` long; -1 for text and padding, else the ordinal of the media item in its sample.
+    """
+
+    inputs_embeds: torch.Tensor
+    frame_ids: torch.Tensor
+    media_ids: torch.Tensor
+
+
+@dataclass
+class VideoCCAMOutput(ModelOutput):
+    """Output of :meth:`VideoCCAMForConditionalGeneration.forward`.
+
+    Attributes:
+        loss: next-token cross-entropy over labelled tokens, when ``labels`` were given.
+        logits: ``[B, S, V]`` (or the kept positions with ``logits_to_keep``).
+        past_key_values: the LLM's KV cache.
+        hidden_states / attentions: from the LLM, when requested.
+        frame_ids: ``[B, S]`` per-token frame index of this forward's tokens (-1 = text), when media were given.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    past_key_values: Cache | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attentions: tuple[torch.Tensor, ...] | None = None
+    frame_ids: torch.Tensor | None = None
+
+
+class VideoCCAMPreTrainedModel(PreTrainedModel):
+    config_class = VideoCCAMConfig
+    config: VideoCCAMConfig
+    base_model_prefix = ""
+    input_modalities = ("image", "video", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["CCAMProjector"]
+    _skip_keys_device_placement = ["past_key_values"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.projector_config.initializer_range
+        if isinstance(module, CCAMProjector):
+            init.normal_(module.query, mean=0.0, std=std)
+        elif isinstance(module, nn.Linear):
+            init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+
+class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixin):
+    """Video-CCAM: a SigLIP vision encoder, a CCAM projector and a causal LM, as one HF model.
+
+    The processor writes Q placeholder tokens (``image_token_id`` / ``video_token_id``) per media
+    item; :meth:`forward` encodes the frames, projects each item to Q tokens and scatters them into
+    exactly those positions, then runs the LLM.
+    """
+
+    def __init__(self, config: VideoCCAMConfig) -> None:
+        super().__init__(config)
+        self.vision_model = AutoModel.from_config(config.vision_config)
+        self.projector = CCAMProjector(config.projector_config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.post_init()
+        # placeholder ids only ever come from the processor: never generate them
+        self.generation_config.suppress_tokens = [config.image_token_id, config.video_token_id]
+
+    # --- embeddings (delegated to the LLM, so resizing and tying behave as in the plain model) ---
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def set_output_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_output_embeddings(value)
+
+    # --- vision ---
+    def encode_frames(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """``[N, C, H, W] -> [N, P, Dv]``: the vision hidden state at ``vision_select_layer``."""
+        chunk = self.config.vision_chunk_size or pixel_values.shape[0]
+        dtype = self.vision_model.dtype
+        feats = [
+            self.vision_model(pixel_values=part.to(dtype), output_hidden_states=True)
+            .hidden_states[self.config.vision_select_layer]
+            for part in pixel_values.split(chunk)
+        ]  # each [n, P, Dv]
+        return torch.cat(feats)  # [N, P, Dv]
+
+    def get_visual_embeds(self, pixel_values: torch.Tensor, frame_counts: list[int] | torch.Tensor):
+        """Frames -> :class:`~videoccam.projector.ProjectorOutput` (``embeds [M, Q, D]``, ``frame_ids [M, Q]``)."""
+        return self.projector(self.encode_frames(pixel_values), frame_counts)
+
+    def merge_visual(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor,
+                     pixel_values: torch.Tensor | None,
+                     frame_counts: list[int] | torch.Tensor | None) -> MultimodalEmbeddings:
+        """Scatter each media item's Q visual tokens into its Q placeholder positions.
+
+        Media items are matched to runs of placeholders in reading order (sample 0 first).
+
+        Raises:
+            ValueError: quoting both numbers, when the placeholder count differs from ``M * Q``.
+        """
+        placeholder = (input_ids == self.config.image_token_id) | (input_ids == self.config.video_token_id)  # [B, S]
+        num_placeholders = int(placeholder.sum())
+        frame_ids = torch.full_like(input_ids, -1)
+        media_ids = torch.full_like(input_ids, -1)
+        if pixel_values is None:
+            if num_placeholders:
+                raise ValueError(
+                    f"input_ids contain {num_placeholders} image/video placeholder tokens but no pixel_values "
+                    "were given (0 visual tokens)"
+                )
+            return MultimodalEmbeddings(inputs_embeds, frame_ids, media_ids)
+        if frame_counts is None:
+            frame_counts = [1] * pixel_values.shape[0]  # every frame an image
+        visual = self.get_visual_embeds(pixel_values, frame_counts)
+        num_media, num_query = visual.frame_ids.shape
+        if num_placeholders != num_media * num_query:
+            raise ValueError(
+                f"found {num_placeholders} image/video placeholder tokens in input_ids but the media give "
+                f"{num_media * num_query} visual tokens ({num_media} items x {num_query}); the processor must "
+                "expand every <image>/<video> into exactly projector_config.num_query tokens"
+            )
+        rows, cols = placeholder.nonzero(as_tuple=True)  # each [M*Q], row-major = reading order
+        rows_mq = rows.view(num_media, num_query)  # [M, Q]
+        if bool((rows_mq != rows_mq[:, :1]).any()):
+            raise ValueError("a run of placeholder tokens spans two samples; each media item needs its own run")
+        item_row = rows_mq[:, 0]  # [M]
+        first_item_of_row = torch.searchsorted(item_row, item_row, right=False)  # [M], rows are sorted
+        ordinal = torch.arange(num_media, device=rows.device) - first_item_of_row  # [M]
+        embeds = inputs_embeds.clone()
+        embeds[rows, cols] = visual.embeds.reshape(-1, visual.embeds.shape[-1]).to(embeds.dtype)  # [M*Q, D]
+        frame_ids[rows, cols] = visual.frame_ids.reshape(-1)  # [M*Q]
+        media_ids[rows, cols] = ordinal[:, None].expand(-1, num_query).reshape(-1)  # [M*Q]
+        return MultimodalEmbeddings(embeds, frame_ids, media_ids)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        frame_counts: list[int] | torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs: Any,
+    ) -> VideoCCAMOutput:
+        """Run the model.
+
+        Args:
+            input_ids: ``[B, S]`` with Q placeholder tokens per media item.
+            pixel_values: ``[N, C, H, W]``, the frames of all media items of the batch, in order.
+            frame_counts: ``[M]`` frames per media item (an image counts 1); defaults to all 1.
+            attention_mask: ``[B, S]`` (1 = real token).
+            labels: ``[B, S]``; -100 where no loss is taken (the processor sets it on prompt and
+                visual tokens).
+            Other arguments are passed to the LLM unchanged.
+        """
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        frame_ids = None
+        if inputs_embeds is None:
+            merged = self.merge_visual(
+                input_ids, self.get_input_embeddings()(input_ids), pixel_values, frame_counts
+            )
+            inputs_embeds = merged.inputs_embeds
+            frame_ids = merged.frame_ids if pixel_values is not None else None
+        out = self.language_model(
+            inputs_embeds=inputs_embeds,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            labels=labels,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **kwargs,
+        )
+        return VideoCCAMOutput(
+            loss=out.loss,
+            logits=out.logits,
+            past_key_values=out.past_key_values,
+            hidden_states=out.hidden_states,
+            attentions=out.attentions,
+            frame_ids=frame_ids,
+        )
+
+    @torch.no_grad()
+    def chat(self, messages: list, media: list | None, processor: VideoCCAMProcessor,
+             **generate_kwargs: Any) -> list[str]:
+        """Answer a batch of conversations (the released v1.2 convenience API).
+
+        Args:
+            messages: a batch of conversations, each a list of ``{"role", "content"}`` messages with
+                ``<image>``/``<video>`` placeholders (or typed content parts); a single conversation
+                is accepted too.
+            media: for each conversation, its media as in v1.2: a list of frames (PIL images or
+                ``[H, W, 3]`` uint8 arrays; an image is one frame), a PIL image, a path or a
+                :class:`~videoccam.processing.video.Video`; or a list of such items (one per
+                placeholder) for several media; ``None`` for none.
+            processor: the :class:`~videoccam.processing.processor.VideoCCAMProcessor` of this model.
+            generate_kwargs: passed to :meth:`generate` (``max_new_tokens``, ``do_sample``, ...).
+
+        Returns:
+            One answer string per conversation.
+        """
+        if messages and isinstance(messages[0], dict):  # one conversation
+            messages, media = [messages], None if media is None else [media]
+        items = None if media is None else [_media_items(m) for m in media]
+        inputs = processor(messages, items, add_generation_prompt=True, padding_side="left", return_tensors="pt")
+        inputs = inputs.to(self.device)
+        generate_kwargs.setdefault("eos_token_id", processor.stop_token_ids)
+        generate_kwargs.setdefault("pad_token_id", processor.tokenizer.pad_token_id)
+        generate_kwargs.setdefault("max_new_tokens", 512)
+        output = self.generate(**inputs, **generate_kwargs)  # [B, S + new]
+        new_tokens = output[:, inputs["input_ids"].shape[1]:]
+        return processor.batch_decode(new_tokens, skip_special_tokens=True)
+
+
+def _media_items(media: Any) -> list:
+    """One conversation's ``chat`` media -> a list of items (a list of frames is one item)."""
+    if media is None:
+        return []
+    if isinstance(media, (list, tuple)) and media and all(
+        isinstance(m, (list, tuple, str)) or hasattr(m, "frames") or hasattr(m, "__fspath__") for m in media
+    ):
+        return list(media)
+    return [media]

@@ -1,0 +1,290 @@
+"""VideoCCAMProcessor: conversations + media -> model inputs (ids, mask, labels, pixel values).
+
+The processor owns token expansion: every ``<image>`` / ``<video>`` placeholder becomes exactly
+``num_visual_tokens`` copies of its special token (Q = ``projector_config.num_query``), so the
+sequence length, labels, padding and KV cache are known before the model runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import BatchFeature, ProcessorMixin
+
+from videoccam.processing.chat_templates import KNOWN_STOP_WORDS, get_chat_format
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+Frames = list  # a list of PIL images or uint8 [H, W, 3] arrays
+
+
+class VideoCCAMProcessor(ProcessorMixin):
+    """Tokenizer + SigLIP image processor + chat template for Video-CCAM models.
+
+    Args:
+        image_processor: a SigLIP image processor (its config owns size and normalisation).
+        tokenizer: a tokenizer in which ``image_token`` and ``video_token`` are single special tokens.
+        chat_template: a Jinja template; default: the tokenizer's own, else ``chat_format``.
+        num_visual_tokens: Q, tokens per media item (must equal the model's ``projector_config.num_query``).
+        image_token / video_token: the placeholder strings.
+        chat_format: built-in template used when neither ``chat_template`` nor the tokenizer has one
+            (``"chatml"``, ``"phi3"`` or ``"llama3"``).
+        num_frames: frames sampled from a video file when the call does not say.
+    """
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template: str | None = None,
+                 num_visual_tokens: int = 1024, image_token: str = "<image>", video_token: str = "<video>",
+                 chat_format: str = "chatml", num_frames: int = 16, **kwargs: Any) -> None:
+        self.num_visual_tokens = num_visual_tokens
+        self.image_token = image_token
+        self.video_token = video_token
+        self.chat_format = chat_format
+        self.num_frames = num_frames
+        fmt = get_chat_format(chat_format)
+        if chat_template is None and tokenizer is not None and not tokenizer.chat_template:
+            chat_template = fmt.template
+        super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        self.image_token_id = self._single_token_id(image_token)
+        self.video_token_id = self._single_token_id(video_token)
+        self._placeholder_re = re.compile(f"({re.escape(image_token)}|{re.escape(video_token)})")
+        self._stop_words = fmt.stop_words
+
+    def _single_token_id(self, token: str) -> int:
+        ids = self.tokenizer.encode(token, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(
+                f"the tokenizer splits the placeholder {token!r} into {len(ids)} tokens; add it as a special "
+                f"token (tokenizer.add_special_tokens({{'additional_special_tokens': [{token!r}]}}))"
+            )
+        return ids[0]
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """EOS plus the template's stop words that exist in the vocabulary."""
+        vocab = self.tokenizer.get_vocab()
+        ids = [vocab[w] for w in (*self._stop_words, *KNOWN_STOP_WORDS) if w in vocab]
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return sorted(set(ids))
+
+    # ------------------------------------------------------------------ call
+    def __call__(self, conversations: list, media: list | None = None, *, add_generation_prompt: bool = True,
+                 return_labels: bool = False, padding_side: str = "left", return_tensors: str = "pt",
+                 video_kwargs: dict[str, Any] | None = None) -> BatchFeature:
+        """Tokenize a batch of conversations and preprocess their media.
+
+        Args:
+            conversations: one conversation (a list of ``{"role", "content"}``) or a batch of them.
+                ``content`` is a string with ``<image>``/``<video>`` placeholders, or a list of typed
+                parts (``{"type": "text", "text": ...}``, ``{"type": "image", "image": ...}``,
+                ``{"type": "video", "video": ...}``).
+            media: per conversation, its media items in placeholder order (see :meth:`load_media`).
+                If a conversation has media but no placeholder, one per item is prepended to its
+                first user message.
+            add_generation_prompt: end with the assistant header (inference).
+            return_labels: add ``labels`` (assistant tokens only; everything else -100).
+            padding_side: ``"left"`` (generation) or ``"right"`` (training).
+            video_kwargs: sampling options for video files (``num_frames``, ``sample``, ``fps``, ...).
+
+        Returns:
+            ``input_ids [B, S]``, ``attention_mask [B, S]``, and when media are present
+            ``pixel_values [N, 3, H, W]`` and ``frame_counts [M]``; ``labels [B, S]`` on request.
+        """
+        if return_tensors != "pt":
+            raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        conversations, media = _as_batch(conversations, media)
+        ids_batch, labels_batch, pixel_values, frame_counts = [], [], [], []
+        for b, (conv, items) in enumerate(zip(conversations, media)):
+            messages, items = self._normalise_conversation(conv, items, b)
+            kinds = [m.group(0) for msg in messages for m in self._placeholder_re.finditer(msg["content"])]
+            for kind, item in zip(kinds, items):
+                frames = self.load_media(item, video_kwargs)
+                if kind == self.image_token and len(frames) != 1:
+                    raise ValueError(f"conversation {b}: an {self.image_token} placeholder got {len(frames)} frames")
+                pixel_values.append(self.image_processor(images=frames, return_tensors="pt")["pixel_values"])
+                frame_counts.append(len(frames))
+            ids, labels = self._tokenize(messages, add_generation_prompt, return_labels, len(kinds), b)
+            ids_batch.append(ids)
+            labels_batch.append(labels)
+        data = self._pad(ids_batch, labels_batch if return_labels else None, padding_side)
+        if pixel_values:
+            data["pixel_values"] = torch.cat(pixel_values)  # [N, 3, H, W]
+            data["frame_counts"] = torch.tensor(frame_counts, dtype=torch.long)  # [M]
+        return BatchFeature(data=data)
+
+    def _normalise_conversation(self, conv: list, items: list, b: int) -> tuple[list[dict], list]:
+        """Typed parts -> strings with placeholders; check counts; prepend missing placeholders."""
+        messages, inline = [], []
+        for i, msg in enumerate(conv):
+            if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+                raise ValueError(f"conversation {b}, message {i}: expected a dict with 'role' and 'content'")
+            messages.append({"role": msg["role"], "content": self._content_to_text(msg["content"], inline, b, i)})
+        if inline and items:
+            raise ValueError(f"conversation {b}: media given both inline (typed parts) and in `media`")
+        items = inline or list(items)
+        count = sum(len(self._placeholder_re.findall(m["content"])) for m in messages)
+        if count == 0 and items:
+            first_user = next((m for m in messages if m["role"] == "user"), None)
+            if first_user is None:
+                raise ValueError(f"conversation {b}: media given but there is no user message to attach them to")
+            tags = "".join(f"{self._placeholder_for(item)}\n" for item in items)
+            first_user["content"] = tags + first_user["content"]
+        elif count != len(items):
+            raise ValueError(
+                f"conversation {b}: {count} {self.image_token}/{self.video_token} placeholders but "
+                f"{len(items)} media items"
+            )
+        return messages, items
+
+    def _content_to_text(self, content: Any, inline: list, b: int, i: int) -> str:
+        if isinstance(content, str):
+            return content
+        if not isinstance(content, list):
+            raise ValueError(f"conversation {b}, message {i}: content must be a string or a list of parts")
+        text = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text":
+                text.append(part["text"])
+            elif kind in ("image", "video"):
+                if kind not in part:
+                    raise ValueError(f"conversation {b}, message {i}: a {kind!r} part needs a {kind!r} field")
+                inline.append(part[kind])
+                text.append(self.image_token if kind == "image" else self.video_token)
+            else:
+                raise ValueError(f"conversation {b}, message {i}: unknown content part type {kind!r}")
+        return "".join(text)
+
+    def _placeholder_for(self, item: Any) -> str:
+        single = isinstance(item, Image.Image) or (isinstance(item, np.ndarray) and item.ndim == 3) or (
+            isinstance(item, (str, Path)) and Path(item).suffix.lower() in IMAGE_SUFFIXES
+        )
+        return self.image_token if single else self.video_token
+
+    def load_media(self, item: Any, video_kwargs: dict[str, Any] | None = None) -> Frames:
+        """One media item -> its frames.
+
+        Accepts a PIL image or ``[H, W, 3]`` array (one frame), a list of them, a ``[T, H, W, 3]``
+        array, a :class:`~videoccam.processing.video.Video`, or a path (image file, video file,
+        frame folder) decoded with :func:`~videoccam.processing.video.load_video`.
+        """
+        if isinstance(item, Image.Image):
+            return [item.convert("RGB")]
+        if isinstance(item, np.ndarray):
+            if item.ndim == 3:
+                return [item]
+            if item.ndim == 4:
+                return list(item)
+            raise ValueError(f"a media array must be [H, W, 3] or [T, H, W, 3], got shape {item.shape}")
+        if isinstance(item, (str, Path)):
+            return self._load_path(Path(item), video_kwargs)
+        if isinstance(item, Sequence) and not isinstance(item, str):
+            if len(item) == 0:
+                raise ValueError("a media item is an empty list of frames")
+            return [f.convert("RGB") if isinstance(f, Image.Image) else f for f in item]
+        frames = getattr(item, "frames", None)  # a videoccam Video (duck-typed to avoid importing av)
+        if isinstance(frames, np.ndarray) and frames.ndim == 4:
+            return list(frames)
+        raise ValueError(f"unsupported media item of type {type(item).__name__}")
+
+    def _load_path(self, path: Path, video_kwargs: dict[str, Any] | None) -> Frames:
+        from videoccam.processing.video import load_video  # needs the `video` extra (PyAV)
+
+        options = {"num_frames": self.num_frames, **(video_kwargs or {})}
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            options = {}
+        return list(load_video(path, **options).frames)
+
+    def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def _tokenize(self, messages: list[dict], add_generation_prompt: bool, return_labels: bool,
+                  num_media: int, b: int) -> tuple[list[int], list[int]]:
+        text = self._render(messages, add_generation_prompt)
+        enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=return_labels)
+        ids = enc["input_ids"]
+        found = sum(1 for t in ids if t in (self.image_token_id, self.video_token_id))
+        if found != num_media:
+            raise ValueError(
+                f"conversation {b}: the rendered prompt holds {found} placeholder tokens but {num_media} were "
+                "expected (does the chat template or the text contain stray placeholders?)"
+            )
+        labels = [IGNORE_INDEX] * len(ids)
+        if return_labels:
+            spans = self._assistant_spans(messages, text, b)
+            labels = [
+                t if any(s <= start < e for s, e in spans) else IGNORE_INDEX
+                for t, (start, _) in zip(ids, enc["offset_mapping"])
+            ]
+        out_ids, out_labels = [], []
+        for t, lab in zip(ids, labels):
+            if t in (self.image_token_id, self.video_token_id):
+                out_ids += [t] * self.num_visual_tokens
+                out_labels += [IGNORE_INDEX] * self.num_visual_tokens
+            else:
+                out_ids.append(t)
+                out_labels.append(lab)
+        return out_ids, out_labels
+
+    def _assistant_spans(self, messages: list[dict], text: str, b: int) -> list[tuple[int, int]]:
+        """Character spans of assistant turns (content and end-of-turn marker) in the rendered text."""
+        spans = []
+        for k, msg in enumerate(messages):
+            if msg["role"] != "assistant":
+                continue
+            start = len(self._render(messages[:k], add_generation_prompt=True)) if k else 0
+            end_text = self._render(messages[: k + 1], add_generation_prompt=False)
+            if not text.startswith(end_text):
+                raise ValueError(f"conversation {b}: the chat template is not prefix-stable; cannot locate turn {k}")
+            spans.append((start, len(end_text)))
+        if not spans:
+            logger.debug("conversation %d has no assistant turn: all labels are -100", b)
+        return spans
+
+    def _pad(self, ids_batch: list[list[int]], labels_batch: list[list[int]] | None,
+             padding_side: str) -> dict[str, torch.Tensor]:
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            raise ValueError("the tokenizer has no pad_token; set tokenizer.pad_token before batching")
+        length = max(len(x) for x in ids_batch)
+
+        def pad(seq: list[int], value: int) -> list[int]:
+            fill = [value] * (length - len(seq))
+            return fill + seq if padding_side == "left" else seq + fill
+
+        data = {
+            "input_ids": torch.tensor([pad(x, pad_id) for x in ids_batch], dtype=torch.long),
+            "attention_mask": torch.tensor([pad([1] * len(x), 0) for x in ids_batch], dtype=torch.long),
+        }
+        if labels_batch is not None:
+            data["labels"] = torch.tensor([pad(x, IGNORE_INDEX) for x in labels_batch], dtype=torch.long)
+        return data
+
+
+def _as_batch(conversations: list, media: list | None) -> tuple[list[list], list[list]]:
+    """Accept one conversation or a batch; pair each with its list of media items."""
+    if not isinstance(conversations, list) or not conversations:
+        raise ValueError("conversations must be a non-empty list (one conversation, or a batch of them)")
+    single = isinstance(conversations[0], dict)
+    if single:
+        conversations = [conversations]
+        media = None if media is None else [media]
+    if media is None:
+        media = [[] for _ in conversations]
+    if len(media) != len(conversations):
+        raise ValueError(f"{len(conversations)} conversations but media for {len(media)}")
+    return conversations, [[] if m is None else list(m) for m in media]
