@@ -168,7 +168,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         rows_mq = rows.view(num_media, num_query)  # [M, Q]
         if bool((rows_mq != rows_mq[:, :1]).any()):
             raise ValueError("a run of placeholder tokens spans two samples; each media item needs its own run")
-        item_row = rows_mq[:, 0]  # [M]
+        item_row = rows_mq[:, 0].contiguous()  # [M]
         first_item_of_row = torch.searchsorted(item_row, item_row, right=False)  # [M], rows are sorted
         ordinal = torch.arange(num_media, device=rows.device) - first_item_of_row  # [M]
         embeds = inputs_embeds.clone()

@@ -1,0 +1,57 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from transformers import AutoConfig
+
+import videoccam
+from videoccam import ConfigError, VideoCCAMConfig
+
+FIXTURE = Path(__file__).parent / "fixtures" / "videoccam_7b_v1.2_config.json"
+
+
+def test_released_v12_config_parses(tmp_path):
+    shutil.copy(FIXTURE, tmp_path / "config.json")
+    cfg = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(cfg, VideoCCAMConfig)
+    p = cfg.projector_config
+    assert (p.num_query, p.hidden_size, p.cross_hidden_size, p.num_heads, p.intermediate_size) == (
+        1024, 1024, 1152, 16, 4096)
+    assert (p.hidden_act, p.attention_bias, p.mlp_bias, p.dropout, p.layer_norm_eps) == ("swiglu", True, True, 0.1, 1e-5)
+    assert p.output_size == cfg.text_config.hidden_size == 3584
+    assert cfg.text_config.model_type == "qwen2" and cfg.text_config.num_hidden_layers == 28
+    assert cfg.vision_config.hidden_size == 1152 and cfg.vision_config.patch_size == 14
+    assert (cfg.image_token_id, cfg.video_token_id, cfg.num_visual_tokens) == (151665, 151666, 1024)
+    # our additions take the defaults that reproduce Video-CCAM
+    assert (p.num_layers, p.mask, p.causal_query_self_attention) == (1, "ccam", True)
+    assert (cfg.vision_select_layer, cfg.frame_block_mask, cfg.temporal_rope) == (-2, False, "none")
+
+
+def test_round_trip(tmp_path):
+    cfg = VideoCCAMConfig.from_dict(json.loads(FIXTURE.read_text()))
+    cfg.save_pretrained(tmp_path)
+    again = AutoConfig.from_pretrained(tmp_path)
+    assert again.projector_config.to_dict() == cfg.projector_config.to_dict()
+    assert again.text_config.hidden_size == cfg.text_config.hidden_size
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"projector_config": {"output_size": 100}}, "output_size"),
+    ({"projector_config": {"cross_hidden_size": 100}}, "cross_hidden_size"),
+    ({"video_token_id": 151665}, "video_token_id"),
+    ({"rope_gamma": -1.0}, "rope_gamma"),
+])
+def test_inconsistent_config_names_the_field(change, field):
+    data = json.loads(FIXTURE.read_text())
+    for key, value in change.items():
+        if isinstance(value, dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    with pytest.raises(ConfigError, match=field):
+        VideoCCAMConfig.from_dict(data)
+
+
+def test_version_is_exported():
+    assert videoccam.__version__
