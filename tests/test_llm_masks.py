@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from videoccam.masks import additive_attention_mask, llm_attention_mask
+from videoccam.masks import additive_attention_mask, llm_attention_mask, to_hf_attention_mask
 
 T = -1  # text / padding marker in the metadata
 
@@ -130,6 +130,16 @@ def test_additive_mask():
         additive_attention_mask(add, torch.float32)
     with pytest.raises(ValueError):
         additive_attention_mask(mask, torch.long)
+
+
+def test_to_hf_attention_mask_forms():
+    mask = mat(["10", "11"])
+    assert to_hf_attention_mask(mask, attn_implementation="sdpa", dtype=torch.float16) is mask
+    eager = to_hf_attention_mask(mask, attn_implementation="eager", dtype=torch.float16)
+    assert eager.dtype == torch.float16 and torch.equal(eager == 0, mask)
+    for impl in ("flash_attention_2", "flash_attention_3", "paged|sdpa"):
+        with pytest.raises(ValueError, match="cannot apply"):
+            to_hf_attention_mask(mask, attn_implementation=impl, dtype=torch.float16)
 
 
 @pytest.mark.parametrize(

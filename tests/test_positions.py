@@ -46,7 +46,8 @@ def test_fractional_gamma():
     assert pos[0].tolist() == [0.0, 1.5, 2.5, 4.0, 5.0]
     pos, _ = position_ids(*meta([T, 0, 0, 1, T]), mode="frame", gamma=0.5)
     assert pos[0].tolist() == [0.0, 1.0, 2.0, 3.5, 4.5]
-    assert decode_step("tc", 0.5) == 1.5 and decode_step("frame", 0.5) == 1.0 and decode_step("none", 3) == 1.0
+    assert decode_step("tc", 0.5) == 1.5
+    assert decode_step("frame", 0.5) == 1.0 and decode_step("none", 3) == 1.0
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.5, 2.0])

@@ -113,7 +113,9 @@ def _check_token_metadata(
             raise ValueError(f"{name} must be -1 (text/padding) or >= 0 (visual), got min {int(t.min())}")
     if padding_mask.dtype != torch.bool:
         if padding_mask.dtype.is_floating_point or bool(((padding_mask != 0) & (padding_mask != 1)).any()):
-            raise ValueError("padding_mask must be a bool tensor (True = real token) or an integer 0/1 tensor")
+            raise ValueError(
+                "padding_mask must be a bool tensor (True = real token) or an integer 0/1 tensor"
+            )
         padding_mask = padding_mask.bool()
     visual = frame_ids >= 0  # [B, S]
     if not torch.equal(visual, media_ids >= 0):
@@ -191,7 +193,7 @@ def llm_attention_mask(
 
 
 def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """Turn a boolean mask (True = may attend) into the additive form: 0 where allowed, ``finfo.min`` elsewhere.
+    """Turn a boolean mask (True = may attend) into the additive form: 0 if allowed, else ``finfo.min``.
 
     Hugging Face ``eager`` (``scores + mask``) and ``flex_attention`` (``score_mod`` adds the tensor)
     need this form; a boolean mask there would silently add 0/1. SDPA accepts either form.
@@ -215,3 +217,60 @@ def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
         raise ValueError(f"additive_attention_mask needs a floating dtype, got {dtype}")
     zero = torch.zeros((), dtype=dtype, device=mask.device)
     return torch.where(mask, zero, torch.finfo(dtype).min)
+
+
+#: Hugging Face attention backends that honour a custom 4-D prefill mask.
+MASK_CAPABLE_ATTN_IMPLEMENTATIONS: tuple[str, ...] = ("sdpa", "eager", "flex_attention")
+
+
+def to_hf_attention_mask(mask: torch.Tensor, *, attn_implementation: str, dtype: torch.dtype):
+    """Put a boolean prefill mask into the form the configured Hugging Face attention backend needs.
+
+    Pass the result as ``attention_mask=`` to a transformers 5.x ``*ForCausalLM`` forward: a 4-D
+    mask (tensor or ``BlockMask``) is returned unchanged by ``create_causal_mask`` and reaches every
+    layer as is. Read the backend from ``model.config._attn_implementation``.
+
+    - ``"sdpa"``: the boolean mask itself (True = may attend).
+    - ``"eager"``: additive float mask (:func:`additive_attention_mask`); eager computes
+      ``scores + mask``, so a boolean mask would silently add 0/1 instead of masking.
+    - ``"flex_attention"``: a ``torch.nn.attention.flex_attention.BlockMask`` built from the mask.
+      (A dense tensor would be added in a ``score_mod``; on CPU with torch 2.13 that path crashes.)
+      Building it compiles a kernel: slow on CPU.
+    - ``"flash_attention_*"`` and anything else: ``ValueError``. Flash attention keeps only 2-D
+      padding and would silently run plain causal attention.
+
+    Args:
+        mask: boolean mask, True = may attend, e.g. from :func:`llm_attention_mask`.
+        attn_implementation: ``model.config._attn_implementation``.
+        dtype: the model's compute dtype (``model.dtype``), used for the additive form.
+
+    Returns:
+        A bool tensor (sdpa), a float tensor of ``dtype`` (eager) or a ``BlockMask`` (flex_attention).
+
+    Shapes:
+        mask: ``[B, 1, S, S]``. Returns: ``[B, 1, S, S]`` (tensor forms).
+
+    Raises:
+        ValueError: the backend cannot take a custom mask, or ``mask`` is not a 4-D bool tensor.
+    """
+    if mask.dtype != torch.bool or mask.ndim != 4:
+        raise ValueError(f"expected a bool mask of shape [B, 1, S, S], got {mask.dtype} {tuple(mask.shape)}")
+    if attn_implementation == "sdpa":
+        return mask
+    if attn_implementation == "eager":
+        return additive_attention_mask(mask, dtype)
+    if attn_implementation == "flex_attention":
+        from torch.nn.attention.flex_attention import create_block_mask
+
+        dense = mask[:, 0]  # [B, S, S]
+
+        def mask_mod(b, h, q, k):  # noqa: ANN001, ARG001 - flex signature
+            return dense[b, q, k]
+
+        return create_block_mask(
+            mask_mod, B=mask.shape[0], H=None, Q_LEN=mask.shape[2], KV_LEN=mask.shape[3], device=mask.device
+        )
+    raise ValueError(
+        f"attn_implementation={attn_implementation!r} cannot apply the frame-block attention mask "
+        f"(flash attention silently drops custom masks); use one of {MASK_CAPABLE_ATTN_IMPLEMENTATIONS}"
+    )
