@@ -1,0 +1,88 @@
+"""The ``videoccam`` command: a thin map from subcommands to library functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+logger = logging.getLogger("videoccam")
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Answer one question about the given videos/images."""
+    import torch
+    from transformers import AutoProcessor
+
+    from videoccam.modeling import VideoCCAMForConditionalGeneration
+
+    dtype = getattr(torch, args.dtype)
+    model = VideoCCAMForConditionalGeneration.from_pretrained(args.model, dtype=dtype, device_map=args.device)
+    processor = AutoProcessor.from_pretrained(args.model)
+    model.eval()
+    items = [*args.video, *args.image]
+    placeholders = "".join(
+        f"{processor.video_token}\n" for _ in args.video) + "".join(f"{processor.image_token}\n" for _ in args.image)
+    messages = [{"role": "user", "content": placeholders + args.question}]
+    video_kwargs = {"num_frames": args.num_frames, "sample": args.sample}
+    inputs = processor(messages, items, video_kwargs=video_kwargs).to(model.device)
+    output = model.generate(
+        **inputs, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+        temperature=args.temperature if args.temperature > 0 else None,
+        eos_token_id=processor.stop_token_ids, pad_token_id=processor.tokenizer.pad_token_id,
+    )
+    print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    return 0
+
+
+def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
+    """Write a tiny random-weight checkpoint (for trying the pipeline; its answers are noise)."""
+    from videoccam.testing import make_tiny_checkpoint
+
+    path = make_tiny_checkpoint(args.out, text_family=args.text_family, seed=args.seed)
+    print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videoccam", description="Video-CCAM video-language models.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    chat = sub.add_parser("chat", help=cmd_chat.__doc__)
+    chat.add_argument("question")
+    chat.add_argument("--model", required=True, help="checkpoint folder (or hub id where the hub is reachable)")
+    chat.add_argument("--video", action="append", default=[], help="video file or frame folder (repeatable)")
+    chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
+    chat.add_argument("--num-frames", type=int, default=16, help="frames sampled per video (default 16)")
+    chat.add_argument("--sample", default="uniform", choices=["uniform", "fps", "random"])
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    chat.add_argument("--device", default="cpu", help="device_map for from_pretrained: cpu, cuda, auto")
+    chat.set_defaults(func=cmd_chat)
+
+    tiny = sub.add_parser("make-tiny-checkpoint", help=cmd_make_tiny_checkpoint.__doc__)
+    tiny.add_argument("out")
+    tiny.add_argument("--text-family", default="qwen2", choices=["qwen2", "llama", "phi3"])
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_make_tiny_checkpoint)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    func: Callable[[argparse.Namespace], int] = args.func
+    from videoccam.errors import VideoCCAMError
+
+    try:
+        return func(args)
+    except (VideoCCAMError, ValueError, FileNotFoundError) as err:
+        print(f"videoccam {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
