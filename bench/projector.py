@@ -1,4 +1,4 @@
-"""CCAM projector: blockwise (production) path vs dense-mask (reference) path.
+"""CCAM projector: streaming (production) path vs dense-mask (reference) path.
 
 Released Video-CCAM size (reference/video-ccam.md 1.2): Q=1024 queries of width 1024, 16 heads,
 SwiGLU 4096, SigLIP tokens P=729 x Dv=1152 per frame, output 3584; one block.
@@ -7,7 +7,7 @@ Each measurement runs in a fresh subprocess (peak RSS is per process), forward o
     python bench/projector.py                      # CPU fp32: T = 16, 32, 96
     python bench/projector.py --frames 16 96 --device cuda --dtype bfloat16
 
-Prints a markdown table and the blockwise/dense ratios for each T measured by both paths.
+Prints a markdown table and the streaming/dense ratios for each T measured by both paths.
 """
 
 from __future__ import annotations
@@ -79,16 +79,16 @@ def main() -> None:
         return
     rows = {}
     for t in args.frames:
-        for path in ("blockwise", "dense"):
+        for path in ("streaming", "dense"):
             if path == "dense" and t > args.dense_max_frames:
                 continue
             print(f"measuring {path} T={t} ...", file=sys.stderr, flush=True)
             rows[(path, t)] = run_child(args, path, t)
     print(f"\nCCAM projector forward, Q=1024, P=729, Dv=1152, D=1024, {args.device} {args.dtype}\n")
-    print("| T | path | time (s) | peak memory (MiB) | blockwise/dense time | blockwise/dense memory |")
+    print("| T | path | time (s) | peak memory (MiB) | streaming/dense time | streaming/dense memory |")
     print("|---|---|---|---|---|---|")
     for t in args.frames:
-        fast, dense = rows.get(("blockwise", t)), rows.get(("dense", t))
+        fast, dense = rows.get(("streaming", t)), rows.get(("dense", t))
         for r in (fast, dense):
             if r is None:
                 continue

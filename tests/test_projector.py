@@ -33,7 +33,7 @@ def test_frame_order_changes_ccam_output():
     assert not torch.allclose(proj(v, [4]).embeds, proj(v[perm], [4]).embeds, atol=1e-4)
 
 
-@pytest.mark.parametrize("path", ["dense", "blockwise"])
+@pytest.mark.parametrize("path", ["dense", "streaming"])
 def test_plain_cross_attention_is_order_invariant(path):
     """The paper's motivating fact: without the mask (and no temporal embedding) order is invisible."""
     proj, v = make(mask="none"), frames(5)
@@ -42,7 +42,7 @@ def test_plain_cross_attention_is_order_invariant(path):
                                atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("path", ["dense", "blockwise"])
+@pytest.mark.parametrize("path", ["dense", "streaming"])
 @pytest.mark.parametrize("t", [1, 2, 3])
 def test_changing_frame_t_leaves_earlier_blocks_unchanged(path, t):
     proj, v = make(), frames(4)
@@ -67,29 +67,29 @@ def test_unmasked_query_self_attention_leaks_later_frames():
 @pytest.mark.parametrize("overrides", [
     {}, {"mask": "none"}, {"num_key_value_heads": 4}, {"causal_query_self_attention": False}, {"num_query": 5},
 ])
-def test_dense_equals_blockwise(overrides):
+def test_dense_equals_streaming(overrides):
     proj = make(**overrides)
     counts = [3, 1, 7, 16]  # includes T > Q for num_query=5 and an image
     v = torch.randn(sum(counts), P, DV)
     dense = proj(v, counts, path="dense")
-    fast = proj(v, counts, path="blockwise")
+    fast = proj(v, counts, path="streaming")
     torch.testing.assert_close(dense.embeds, fast.embeds, atol=2e-5, rtol=2e-5)
     assert torch.equal(dense.frame_ids, fast.frame_ids)
 
 
-def test_dense_equals_blockwise_gradients():
+def test_dense_equals_streaming_gradients():
     proj = make()
     counts = [2, 5]
     v = torch.randn(sum(counts), P, DV)
     grads = []
-    for path in ("dense", "blockwise"):
+    for path in ("dense", "streaming"):
         proj.zero_grad()
         proj(v, counts, path=path).embeds.square().sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in proj.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-4, rtol=1e-4)
 
 
-@pytest.mark.parametrize("path", ["dense", "blockwise"])
+@pytest.mark.parametrize("path", ["dense", "streaming"])
 def test_batched_variable_length_equals_single(path):
     proj = make()
     counts = [4, 1, 9]
