@@ -23,7 +23,8 @@ MIXED_Q = [{"role": "user", "content": "<image> then <video> which colour came f
 TEXT_Q = [{"role": "user", "content": "which colour came first ? describe the clip ."}]
 TEXT_Q2 = [{"role": "user", "content": "yes no"}]
 # (frame_block_mask, temporal_rope, rope_gamma): every combination, "frame" with a fractional gamma
-COMBOS = [(fb, mode, gamma) for fb in (False, True) for mode, gamma in (("none", 1.0), ("tc", 1.0), ("frame", 0.5))]
+MODES = (("none", 1.0), ("tc", 1.0), ("frame", 0.5))
+COMBOS = [(fb, mode, gamma) for fb in (False, True) for mode, gamma in MODES]
 EXTRA_QWEN2 = [(True, "tc", 0.5), (True, "frame", 1.0), (True, "tc", 0.0)]
 
 
@@ -37,7 +38,7 @@ def _one_thread():
 
 
 def fresh(family="qwen2", fb=False, mode="none", gamma=1.0, impl="sdpa"):
-    """A tiny model with large LLM/projector weights; the same seed gives the same weights for every option."""
+    """A tiny model with large LLM/projector weights; the same weights for every option (same seed)."""
     model, proc = make_tiny_model(
         family, frame_block_mask=fb, temporal_rope=mode, rope_gamma=gamma,
         text_config={"initializer_range": 0.3}, projector_config={"initializer_range": 0.3},
@@ -54,7 +55,7 @@ def cached_model(family="qwen2", fb=False, mode="none", gamma=1.0):
 
 
 def video_batch(proc):
-    """Left-padded batch: a 5-frame video (unequal blocks 2,2,1,2,1 of Q=8) after text; an image then a 3-frame video."""
+    """Left-padded batch: text, a 5-frame video (blocks 2,2,1,2,1 of Q=8); an image, a 3-frame video."""
     return proc([VIDEO_Q, MIXED_Q], [[random_frames(5, 1)], [random_frames(1, 2)[0], random_frames(3, 3)]])
 
 
@@ -173,11 +174,11 @@ def test_visual_token_sees_its_own_block_never_later_blocks(mode):
     base = last_hidden(model, x)
     assert (last_hidden(model, bump_same) - base).abs().max() > 1e-3
     assert (last_hidden(model, bump_later) - base).abs().max() < 1e-6
-    assert (last_hidden(plain, bump_same) - last_hidden(plain, x)).abs().max() < 1e-6  # causal: no
+    assert (last_hidden(plain, bump_same) - last_hidden(plain, x)).abs().max() < 1e-6  # causal: blind
     # the inputs_embeds path gives the input_ids path's logits
     with torch.no_grad():
-        via_embeds = model(inputs_embeds=x, attention_mask=inputs["attention_mask"], frame_ids=merged.frame_ids,
-                           media_ids=merged.media_ids).logits
+        via_embeds = model(inputs_embeds=x, attention_mask=inputs["attention_mask"],
+                           frame_ids=merged.frame_ids, media_ids=merged.media_ids).logits
     torch.testing.assert_close(via_embeds, logits(model, inputs), atol=1e-6, rtol=0)
 
 
@@ -267,6 +268,19 @@ def test_batched_left_padded_generation_equals_single(mode, gamma):
         tok_s, log_s = greedy_generate(model, proc([convs[i]], [media[i]]), 10)
         assert torch.equal(tok_b[i], tok_s[0]), i
         torch.testing.assert_close(log_b[i], log_s[0], atol=1e-4, rtol=0)
+
+
+def test_generate_from_inputs_embeds_with_frame_ids_equals_input_ids():
+    model, proc = cached_model("qwen2", True, "tc", 1.0)
+    inputs = video_batch(proc)
+    tok, _ = greedy_generate(model, inputs, 8)
+    with torch.no_grad():
+        merged = model.merge_visual(inputs["input_ids"], model.get_input_embeddings()(inputs["input_ids"]),
+                                    inputs["pixel_values"], inputs["frame_counts"])
+    out = model.generate(inputs_embeds=merged.inputs_embeds, attention_mask=inputs["attention_mask"],
+                         frame_ids=merged.frame_ids, media_ids=merged.media_ids,
+                         max_new_tokens=8, min_new_tokens=8, do_sample=False)
+    assert torch.equal(out, tok)
 
 
 def test_fresh_generate_after_another_and_rope_delta_is_required_for_manual_decoding():
@@ -370,6 +384,12 @@ def test_bad_option_values_raise_naming_the_field(tmp_path):
                           ({"frame_block_mask": "yes"}, "frame_block_mask")]:
         with pytest.raises(ConfigError, match=field):
             VideoCCAMForConditionalGeneration.from_pretrained(path, **kwargs)
+
+
+def test_static_cache_is_rejected_clearly():
+    model, proc = cached_model("qwen2", True, "tc", 1.0)
+    with pytest.raises(ValueError, match="static"):
+        model.generate(**video_batch(proc), max_new_tokens=2, cache_implementation="static")
 
 
 @pytest.mark.slow

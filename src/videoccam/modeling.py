@@ -231,12 +231,15 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         batch, seq_len = frame_ids.shape
         if attention_mask is None:
             attention_mask = torch.ones(batch, seq_len, dtype=torch.long, device=frame_ids.device)
-        if attention_mask.ndim != 2 or tuple(attention_mask.shape) != (batch, seq_len):
+        if (not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2
+                or tuple(attention_mask.shape) != (batch, seq_len)):
+            is_tensor = isinstance(attention_mask, torch.Tensor)
+            got = tuple(attention_mask.shape) if is_tensor else type(attention_mask).__name__
             raise ValueError(
                 f"frame_block_mask / temporal_rope need the 2-D padding attention_mask [B, S] = "
-                f"[{batch}, {seq_len}] at prefill (they build the 4-D mask themselves), got shape "
-                f"{tuple(attention_mask.shape)}; static or compiled caches that pre-build 4-D masks are "
-                "not supported"
+                f"[{batch}, {seq_len}] at prefill (they build the 4-D mask themselves), got {got}; "
+                "static / compileable caches (cache_implementation='static'), whose generate pre-builds "
+                "4-D masks, are not supported with these options: use the default dynamic cache"
             )
         padding = attention_mask.to(frame_ids.device) != 0  # [B, S]
         rope_delta = None
@@ -326,12 +329,14 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             if rope_delta is None:
                 raise ValueError(
                     f"temporal_rope={cfg.temporal_rope!r}: a decode step with a non-empty KV cache needs the "
-                    "prefill's rope_delta [B, 1]; pass rope_delta=<prefill output>.rope_delta (generate does this)"
+                    "prefill's rope_delta [B, 1]; pass rope_delta=<prefill output>.rope_delta "
+                    "(generate does this)"
                 )
             q_len = inputs_embeds.shape[1]
-            cache_position = past_key_values.get_seq_length() + torch.arange(q_len, device=inputs_embeds.device)
+            device = inputs_embeds.device
+            cache_position = past_key_values.get_seq_length() + torch.arange(q_len, device=device)  # [q_len]
             position_ids = decode_position_ids(
-                cache_position, rope_delta.to(inputs_embeds.device), mode=cfg.temporal_rope, gamma=cfg.rope_gamma
+                cache_position, rope_delta.to(device), mode=cfg.temporal_rope, gamma=cfg.rope_gamma
             )  # [B, q_len] float32
         out = self.language_model(
             inputs_embeds=inputs_embeds,
