@@ -18,6 +18,10 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 
 from videoccam.configuration import VideoCCAMConfig
+from videoccam.errors import ConfigError
+from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, llm_attention_mask, to_hf_attention_mask
+from videoccam.positions import decode_position_ids, decode_step
+from videoccam.positions import position_ids as temporal_position_ids
 from videoccam.projector import CCAMProjector
 
 if TYPE_CHECKING:
@@ -51,6 +55,9 @@ class VideoCCAMOutput(ModelOutput):
         past_key_values: the LLM's KV cache.
         hidden_states / attentions: from the LLM, when requested.
         frame_ids: ``[B, S]`` per-token frame index of this forward's tokens (-1 = text), when media were given.
+        rope_delta: ``[B, 1]``, with ``temporal_rope != "none"``: the offset that continues the prefill's
+            temporal positions while decoding (pass it back as ``rope_delta=`` on cached decode steps;
+            ``generate`` does this itself).
     """
 
     loss: torch.Tensor | None = None
@@ -59,6 +66,7 @@ class VideoCCAMOutput(ModelOutput):
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     frame_ids: torch.Tensor | None = None
+    rope_delta: torch.Tensor | None = None
 
 
 class VideoCCAMPreTrainedModel(PreTrainedModel):
@@ -93,6 +101,22 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
     The processor writes Q placeholder tokens (``image_token_id`` / ``video_token_id``) per media
     item; :meth:`forward` encodes the frames, projects each item to Q tokens and scatters them into
     exactly those positions, then runs the LLM.
+
+    TC-LLaVA options (``config.frame_block_mask``, ``config.temporal_rope``, ``config.rope_gamma``; see
+    ``docs/temporal-options.md``) act at prefill, i.e. whenever the KV cache is empty: the model then
+    builds the frame-block 4-D mask (:func:`videoccam.masks.llm_attention_mask`) and/or the temporal
+    positions (:func:`videoccam.positions.position_ids`) from the per-token frame ids of the merge.
+    Decode steps (cache non-empty) are plain causal and take ``decode_position_ids(cache_position,
+    rope_delta)``.
+
+    Where ``rope_delta`` lives: it is returned in the output (``VideoCCAMOutput.rope_delta``) and
+    carried by ``generate`` in its per-call ``model_kwargs`` (see
+    :meth:`_update_model_kwargs_for_generation`), then handed back to :meth:`forward` as
+    ``rope_delta=``. Unlike Qwen2-VL's ``self.rope_deltas`` it is never stored on the module, so it
+    cannot go stale: each ``generate`` call starts with fresh ``model_kwargs``, a second call (or a
+    direct ``forward`` in between, or another thread) never sees the previous prompt's offset, and
+    it is per row (``[B, 1]``) so left-padded batches and ``num_return_sequences`` (rows expanded
+    before the prefill) are right. A manual cached loop passes ``rope_delta=out.rope_delta``.
     """
 
     def __init__(self, config: VideoCCAMConfig) -> None:
@@ -101,6 +125,12 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         self.projector = CCAMProjector(config.projector_config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.post_init()
+        # from_pretrained(path, temporal_rope=..., ...) sets config fields after the config's own
+        # validation ran, so check the TC options again here, at load time
+        if not isinstance(config.frame_block_mask, bool):
+            raise ConfigError(f"frame_block_mask must be a bool, got {config.frame_block_mask!r}")
+        decode_step(config.temporal_rope, config.rope_gamma)  # ConfigError naming temporal_rope / rope_gamma
+        self._check_mask_backend()
         # placeholder ids only ever come from the processor: never generate them
         self.generation_config.suppress_tokens = [config.image_token_id, config.video_token_id]
 
@@ -177,6 +207,54 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         media_ids[rows, cols] = ordinal[:, None].expand(-1, num_query).reshape(-1)  # [M*Q]
         return MultimodalEmbeddings(embeds, frame_ids, media_ids)
 
+    def _check_mask_backend(self) -> None:
+        """Raise if ``frame_block_mask`` is on but the LLM's attention backend would drop the 4-D mask."""
+        impl = self.language_model.config._attn_implementation
+        if self.config.frame_block_mask and impl not in MASK_CAPABLE_ATTN_IMPLEMENTATIONS:
+            raise ConfigError(
+                f"frame_block_mask=True needs an attention backend that honours a custom 4-D mask, one of "
+                f"{MASK_CAPABLE_ATTN_IMPLEMENTATIONS}, but the language model uses attn_implementation="
+                f"{impl!r} (flash attention silently drops custom masks and would run plain causal "
+                "attention); load with attn_implementation='sdpa' or set frame_block_mask=False"
+            )
+
+    def _temporal_prefill(self, frame_ids: torch.Tensor, media_ids: torch.Tensor,
+                          attention_mask: torch.Tensor | None, position_ids: torch.Tensor | None):
+        """Prefill mask and positions of the TC options: ``(attention_mask, position_ids, rope_delta)``.
+
+        ``attention_mask`` comes back 4-D (backend form) with ``frame_block_mask``, else as the 2-D
+        padding mask (all ones when None: HF would read the temporal position jumps of a mask-less,
+        cache-less forward as packed sequences). ``position_ids`` / ``rope_delta`` are the temporal ones
+        with ``temporal_rope != "none"``, else the given ``position_ids`` and None.
+        """
+        cfg = self.config
+        batch, seq_len = frame_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones(batch, seq_len, dtype=torch.long, device=frame_ids.device)
+        if (not isinstance(attention_mask, torch.Tensor) or attention_mask.ndim != 2
+                or tuple(attention_mask.shape) != (batch, seq_len)):
+            is_tensor = isinstance(attention_mask, torch.Tensor)
+            got = tuple(attention_mask.shape) if is_tensor else type(attention_mask).__name__
+            raise ValueError(
+                f"frame_block_mask / temporal_rope need the 2-D padding attention_mask [B, S] = "
+                f"[{batch}, {seq_len}] at prefill (they build the 4-D mask themselves), got {got}; "
+                "static / compileable caches (cache_implementation='static'), whose generate pre-builds "
+                "4-D masks, are not supported with these options: use the default dynamic cache"
+            )
+        padding = attention_mask.to(frame_ids.device) != 0  # [B, S]
+        rope_delta = None
+        if cfg.temporal_rope != "none":
+            position_ids, rope_delta = temporal_position_ids(
+                frame_ids, media_ids, padding, mode=cfg.temporal_rope, gamma=cfg.rope_gamma
+            )  # [B, S] float32, [B, 1]
+        if cfg.frame_block_mask:
+            attention_mask = to_hf_attention_mask(
+                llm_attention_mask(frame_ids, media_ids, padding, frame_block=True),
+                attn_implementation=self.language_model.config._attn_implementation,
+                dtype=self.language_model.dtype,
+            )  # [B, 1, S, S] (or a BlockMask)
+        return attention_mask, position_ids, rope_delta
+
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -189,6 +267,9 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        frame_ids: torch.Tensor | None = None,
+        media_ids: torch.Tensor | None = None,
+        rope_delta: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> VideoCCAMOutput:
         """Run the model.
@@ -200,17 +281,63 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             attention_mask: ``[B, S]`` (1 = real token).
             labels: ``[B, S]``; -100 where no loss is taken (the processor sets it on prompt and
                 visual tokens).
+            position_ids: passed to the LLM, except where ``temporal_rope != "none"`` computes them
+                (prefill and decode alike; ``generate``'s +1 positions would be wrong for ``"tc"``).
+            frame_ids, media_ids: ``[B, S]``, only read with ``inputs_embeds`` at prefill when a TC
+                option is on (take them from :meth:`merge_visual`); with ``input_ids`` they come
+                from the merge. -1 marks text and padding.
+            rope_delta: ``[B, 1]``, the prefill's ``VideoCCAMOutput.rope_delta``; needed on cached
+                decode steps when ``temporal_rope != "none"`` (``generate`` passes it).
             Other arguments are passed to the LLM unchanged.
+
+        With both TC options off, everything is passed to the LLM unchanged. Otherwise, at prefill
+        (``past_key_values`` None or empty; training and full recomputation included) the 4-D
+        frame-block mask and/or temporal positions replace ``attention_mask`` / ``position_ids``,
+        and ``attention_mask`` is never None; on decode steps only the positions are replaced.
+
+        Raises:
+            ConfigError: ``frame_block_mask`` with an attention backend that drops custom masks.
+            ValueError: a TC option is on and ``inputs_embeds`` come without ``frame_ids`` /
+                ``media_ids`` at prefill, or without ``rope_delta`` at a decode step.
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
-        frame_ids = None
+        cfg = self.config
+        temporal = cfg.frame_block_mask or cfg.temporal_rope != "none"
+        if cfg.frame_block_mask:
+            self._check_mask_backend()  # before any work: the backend may have been switched after init
+        out_frame_ids = None
         if inputs_embeds is None:
             merged = self.merge_visual(
                 input_ids, self.get_input_embeddings()(input_ids), pixel_values, frame_counts
             )
             inputs_embeds = merged.inputs_embeds
-            frame_ids = merged.frame_ids if pixel_values is not None else None
+            out_frame_ids = merged.frame_ids if pixel_values is not None else None
+            frame_ids, media_ids = merged.frame_ids, merged.media_ids
+        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        if temporal and prefill:
+            if frame_ids is None or media_ids is None:
+                raise ValueError(
+                    "frame_block_mask / temporal_rope need the per-token frame_ids and media_ids [B, S] when "
+                    "forward gets inputs_embeds: pass frame_ids= and media_ids= from merge_visual(...) "
+                    "(-1 for text), or pass input_ids and pixel_values instead"
+                )
+            attention_mask, position_ids, rope_delta = self._temporal_prefill(
+                frame_ids, media_ids, attention_mask, position_ids
+            )
+        elif temporal and cfg.temporal_rope != "none":  # cached decode step
+            if rope_delta is None:
+                raise ValueError(
+                    f"temporal_rope={cfg.temporal_rope!r}: a decode step with a non-empty KV cache needs the "
+                    "prefill's rope_delta [B, 1]; pass rope_delta=<prefill output>.rope_delta "
+                    "(generate does this)"
+                )
+            q_len = inputs_embeds.shape[1]
+            device = inputs_embeds.device
+            cache_position = past_key_values.get_seq_length() + torch.arange(q_len, device=device)  # [q_len]
+            position_ids = decode_position_ids(
+                cache_position, rope_delta.to(device), mode=cfg.temporal_rope, gamma=cfg.rope_gamma
+            )  # [B, q_len] float32
         out = self.language_model(
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
@@ -227,8 +354,17 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             past_key_values=out.past_key_values,
             hidden_states=out.hidden_states,
             attentions=out.attentions,
-            frame_ids=frame_ids,
+            frame_ids=out_frame_ids,
+            rope_delta=rope_delta if cfg.temporal_rope != "none" else None,
         )
+
+    def _update_model_kwargs_for_generation(self, outputs: ModelOutput, model_kwargs: dict[str, Any],
+                                            *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """GenerationMixin hook: also carry the prefill's ``rope_delta`` to the next decode steps."""
+        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
+        if getattr(outputs, "rope_delta", None) is not None:
+            model_kwargs["rope_delta"] = outputs.rope_delta
+        return model_kwargs
 
     @torch.no_grad()
     def chat(self, messages: list, media: list | None, processor: VideoCCAMProcessor,
