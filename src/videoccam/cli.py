@@ -18,7 +18,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from videoccam.modeling import VideoCCAMForConditionalGeneration
 
     dtype = getattr(torch, args.dtype)
-    model = VideoCCAMForConditionalGeneration.from_pretrained(args.model, dtype=dtype, device_map=args.device)
+    model = VideoCCAMForConditionalGeneration.from_pretrained(
+        args.model, dtype=dtype, device_map=args.device, attn_implementation=args.attn_implementation,
+        **_temporal_overrides(args),
+    )
     processor = AutoProcessor.from_pretrained(args.model)
     model.eval()
     items = [*args.video, *args.image]
@@ -40,9 +43,25 @@ def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     """Write a tiny random-weight checkpoint (for trying the pipeline; its answers are noise)."""
     from videoccam.testing import make_tiny_checkpoint
 
-    path = make_tiny_checkpoint(args.out, text_family=args.text_family, seed=args.seed)
+    path = make_tiny_checkpoint(args.out, text_family=args.text_family, seed=args.seed, **_temporal_overrides(args))
     print(path)
     return 0
+
+
+def _temporal_overrides(args: argparse.Namespace) -> dict:
+    """TC-LLaVA options given on the command line (absent ones keep the checkpoint's config)."""
+    given = {"frame_block_mask": args.frame_block_mask, "temporal_rope": args.temporal_rope,
+             "rope_gamma": args.rope_gamma}
+    return {key: value for key, value in given.items() if value is not None}
+
+
+def _add_temporal_flags(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TC-LLaVA temporal options (see docs/temporal-options.md)")
+    group.add_argument("--frame-block-mask", action=argparse.BooleanOptionalAction, default=None,
+                       help="frame-wise block-causal attention in the LLM at prefill")
+    group.add_argument("--temporal-rope", choices=["none", "tc", "frame"], default=None,
+                       help="temporal-aware dual RoPE mode")
+    group.add_argument("--rope-gamma", type=float, default=None, help="gamma of the temporal RoPE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,12 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     chat.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     chat.add_argument("--device", default="cpu", help="device_map for from_pretrained: cpu, cuda, auto")
+    chat.add_argument("--attn-implementation", default="sdpa",
+                      choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
+    _add_temporal_flags(chat)
     chat.set_defaults(func=cmd_chat)
 
     tiny = sub.add_parser("make-tiny-checkpoint", help=cmd_make_tiny_checkpoint.__doc__)
     tiny.add_argument("out")
     tiny.add_argument("--text-family", default="qwen2", choices=["qwen2", "llama", "phi3"])
     tiny.add_argument("--seed", type=int, default=0)
+    _add_temporal_flags(tiny)
     tiny.set_defaults(func=cmd_make_tiny_checkpoint)
     return parser
 
@@ -79,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return func(args)
-    except (VideoCCAMError, ValueError, FileNotFoundError) as err:
+    except (VideoCCAMError, ValueError, OSError, ImportError) as err:  # bad input: a message, not a traceback
         print(f"videoccam {args.command}: error: {err}", file=sys.stderr)
         return 2
 
