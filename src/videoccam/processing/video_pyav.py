@@ -30,7 +30,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from videoccam.errors import DecodeTimeoutError, MediaDecodeError, UnsupportedMediaError
+from videoccam.errors import DecodeTimeoutError, MediaDecodeError, UnsupportedMediaError, VideoCCAMError
 from videoccam.processing.video_common import Deadline, Video, check_frame_size
 from videoccam.processing.video_sampling import SamplingSpec
 
@@ -78,6 +78,8 @@ def decode_pyav(path: str, spec: SamplingSpec, size: tuple[int, int] | None, dea
     try:
         with av.open(path, timeout=deadline.timeout) as container:
             return _decode_container(container, path, spec, size, deadline)
+    except VideoCCAMError:  # ours already (DecodeTimeoutError is an OSError: keep it out of the catch-all)
+        raise
     except av.error.ExitError as err:  # FFmpeg's I/O interrupt fired: the open/read timeout
         raise DecodeTimeoutError(f"{path}: decoding took longer than the timeout of {deadline.timeout} s") from err
     except (av.error.DecoderNotFoundError, av.error.DemuxerNotFoundError, av.error.PatchWelcomeError) as err:
