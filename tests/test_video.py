@@ -37,6 +37,7 @@ FORMATS = {
     "avi-mpeg4": dict(name="clip.avi", codec="mpeg4", keyframe_interval=12),
     "mkv-h264": dict(name="clip.mkv", codec="libx264", keyframe_interval=10),
     "mov-h264": dict(name="clip.mov", codec="libx264"),
+    "ts-h264-bframes": dict(name="clip.ts", codec="libx264", keyframe_interval=20, options={"preset": "veryfast", "bf": "3"}),
 }
 
 
@@ -99,6 +100,11 @@ def test_bounds_and_random(clip):
     assert load_video(clip, num_frames=6, sample="random", seed=3).indices.tolist() == jittered.indices.tolist()
 
 
+def test_last_frame(clip):
+    video = load_video(clip, num_frames=1, start=59 / 30)  # frames [59, 60)
+    assert video.indices.tolist() == patterns(video) == [59]
+
+
 def test_long_video_seeks_instead_of_decoding_everything(long_clip, caplog):
     caplog.set_level(logging.DEBUG, logger="videoccam")
     for num_frames in (4, 16, 32):
@@ -122,6 +128,32 @@ def test_webm_seeks_once_cues_are_known(media, caplog):
     assert patterns(video) == video.indices.tolist() == [30, 90, 150, 210]
     decoded, seeks = decode_stats(caplog)
     assert seeks >= 2 and decoded < 120
+
+
+def test_mpegts_seeks_that_overshoot_are_retried(media, caplog):
+    # MPEG-TS seeks land up to a keyframe interval after the target (and past the end near it).
+    path = write_test_video(
+        media / "long.ts", num_frames=300, fps=30, keyframe_interval=20, options={"preset": "veryfast", "bf": "3"}
+    )
+    caplog.set_level(logging.DEBUG, logger="videoccam")
+    for wanted in (59, 139, 299):
+        video = load_video(path, num_frames=1, start=(wanted - 1) / 30, end=(wanted + 2) / 30)
+        assert video.indices.tolist() == patterns(video) == [wanted]
+        assert decode_stats(caplog)[0] < 100
+    assert any("seeking further back" in r.getMessage() for r in caplog.records)
+    video = load_video(path, num_frames=16)
+    assert patterns(video) == video.indices.tolist() == sample_indices(300, num_frames=16, sample="uniform", src_fps=30).tolist()
+    assert video.timestamps[0] == pytest.approx(9 / 30)  # relative to the stream start (1.4 s in TS)
+
+
+def test_raw_h264_without_timestamps_or_seeking(media):
+    # A raw elementary stream: no pts, no duration, no frame rate (FFmpeg guesses 25), no seeking.
+    path = write_test_video(media / "raw.h264", num_frames=300, fps=30, keyframe_interval=20, container="h264")
+    video = load_video(path, num_frames=4)
+    assert patterns(video) == video.indices.tolist() == [37, 112, 187, 262]  # frames counted from packets
+    assert video.fps == 25 and video.duration == pytest.approx(12)
+    tail = load_video(path, num_frames=2, start=11)  # [275, 300) at 25 fps: would seek, is refused
+    assert patterns(tail) == tail.indices.tolist() == [281, 293]
 
 
 def test_fractional_frame_rate(media):

@@ -102,7 +102,10 @@ def _decode_container(container, path: str, spec: SamplingSpec, size: tuple[int,
     wanted, inverse = np.unique(indices, return_inverse=True)  # [U] ascending, [T]
     out_size = size or (info.width, info.height)
     reader = _Reader(container, stream, info, deadline, path)
-    frames, got_indices, got_pts = _collect(reader, wanted, out_size, path)
+    try:
+        frames, got_indices, got_pts = _collect(reader, wanted, out_size, path)
+    finally:
+        reader.close()
     return Video(
         frames=frames[inverse] if len(wanted) < len(indices) else frames,
         indices=got_indices[inverse],
@@ -136,7 +139,7 @@ def _stream_info(container, stream, path: str, deadline: Deadline) -> StreamInfo
     if total <= 0 and duration > 0:
         total = round(duration * fps)
     if total <= 0:
-        total = _count_packets(container, stream, deadline)
+        total = _count_packets(path, deadline)
         duration = duration or total / fps
     if total <= 0:
         raise MediaDecodeError(f"{path}: video stream has no frames")
@@ -162,13 +165,18 @@ def _average_fps(stream, duration: float) -> float:
     return 25.0
 
 
-def _count_packets(container, stream, deadline: Deadline) -> int:
-    """Frame count from the packets when the header has neither frames nor duration (no decoding)."""
+def _count_packets(path: str, deadline: Deadline) -> int:
+    """Frame count from the packets when the header has neither frames nor duration (no decoding).
+
+    Uses a second handle on the file, since raw streams (``.h264``) cannot seek back.
+    """
+    import av
+
     count = 0
-    for packet in container.demux(stream):
-        deadline.check()
-        count += packet.size > 0
-    container.seek(0)
+    with av.open(path, timeout=deadline.timeout) as probe:
+        for packet in probe.demux(probe.streams.video[0]):
+            deadline.check()
+            count += packet.size > 0
     return count
 
 
@@ -206,11 +214,16 @@ class _Keyframes:
         return last + (index - last) // gop * gop if index > last else found
 
 
+class _SeekRefused(Exception):
+    """The demuxer cannot seek (raw elementary streams, pipes)."""
+
+
 class _Reader:
     """A decoding position in one stream that can move forward frame by frame or seek."""
 
     def __init__(self, container, stream, info: StreamInfo, deadline: Deadline, path: str) -> None:
         self.container, self.stream, self.info = container, stream, info
+        self._original = container
         self.deadline, self.path = deadline, path
         self.keyframes = _Keyframes()
         self.keyframes.refresh_from_index(stream, info)
@@ -220,6 +233,7 @@ class _Reader:
         self.seeks = 0
         self.decoded = 0
         self.has_timestamps = True  # False once a frame without pts or dts shows up: then never seek
+        self.seekable = True  # False once the demuxer refuses a seek (raw streams)
 
     def _decode(self) -> Iterator:
         import av
@@ -254,33 +268,85 @@ class _Reader:
 
     def worth_seeking(self, target: int) -> bool:
         """Whether seeking saves at least ``SEEK_MIN_SAVING`` decoded frames on the way to ``target``."""
-        if not self.has_timestamps:
+        if not (self.has_timestamps and self.seekable):
             return False
         keyframe = self.keyframes.last_at_or_before(target)
         return keyframe is not None and keyframe - self.position >= SEEK_MIN_SAVING
 
     def seek(self, target: int) -> None:
-        """Seek to the keyframe at or before ``target``; step further back if the demuxer overshoots."""
-        back = max(DEFAULT_GOP, round(self.info.fps))
-        for attempt in range(SEEK_RETRIES + 1):
-            self.deadline.check()
-            at = max(0, target - back * (2**attempt - 1)) if attempt < SEEK_RETRIES else 0
-            self._seek_pts(self.info.pts_of(at))
-            frame, index = self.next_frame()
-            if frame is None or index <= target:
-                self._pushed_back = frame
-                self.decoded -= frame is not None
-                break
-            logger.debug("%s: seek to frame %d landed on %d; seeking further back", self.path, target, index)
+        """Seek to the keyframe at or before ``target``; step further back if the demuxer overshoots.
+
+        Seeking by timestamp lands after the target in some containers (MPEG-TS seeks by byte
+        position, streams with B-frames index decode times) or at the end of the stream; each
+        retry starts twice as far back plus the overshoot, and the last one at the first frame.
+        """
+        try:
+            self._seek_with_retries(target)
+        except _SeekRefused as err:
+            logger.debug("%s: the demuxer cannot seek (%s); decoding forward from the start", self.path, err)
+            self.seekable = False
+            self._reopen()  # a refused seek can leave the demuxer at the end of the file
+            return
         if not self.has_timestamps:  # positions are only known by counting from the start
-            self._seek_pts(self.info.start_pts)
+            self._rewind()
             return
         if len(self.keyframes.known) < 2 or not self.keyframes.from_index:
             self.keyframes.refresh_from_index(self.stream, self.info)  # mkv/webm cues appear after a seek
 
+    def _seek_with_retries(self, target: int) -> None:
+        back = 0
+        for attempt in range(SEEK_RETRIES + 1):
+            self.deadline.check()
+            at = max(0, target - back) if attempt < SEEK_RETRIES else 0
+            if at == 0:
+                self._rewind()
+            else:
+                self._seek_pts(self.info.pts_of(at))
+            frame, index = self.next_frame()
+            if (frame is not None and index <= target) or at == 0:
+                self._pushed_back = frame
+                self.decoded -= frame is not None
+                break
+            overshoot = index - target if frame is not None else 0
+            logger.debug("%s: seek to frame %d landed on %s; seeking further back", self.path, target, index)
+            back = 2 * back + overshoot + max(1, round(self.info.fps))
+
     def _seek_pts(self, pts: int) -> None:
         self.seeks += 1
-        self.container.seek(pts, stream=self.stream, backward=True, any_frame=False)
+        self._checked_seek(pts, stream=self.stream, backward=True, any_frame=False)
+        self._restart()
+
+    def _rewind(self) -> None:
+        """Back to the first frame. Seeking to the stream's own start time is not enough in
+        MPEG-TS (it can land on the second keyframe), so seek the container to time 0."""
+        self.seeks += 1
+        self._checked_seek(0)
+        self._restart()
+
+    def _reopen(self) -> None:
+        """Start again on a fresh handle of the file (the one opened by the caller stays theirs)."""
+        import av
+
+        if self.container is not self._original:
+            self.container.close()
+        self.container = av.open(self.path, timeout=self.deadline.timeout)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self._restart()
+
+    def close(self) -> None:
+        if self.container is not self._original:
+            self.container.close()
+
+    def _checked_seek(self, offset: int, **kwargs) -> None:
+        import av
+
+        try:
+            self.container.seek(offset, **kwargs)
+        except av.error.FFmpegError as err:
+            raise _SeekRefused(_reason(err)) from err
+
+    def _restart(self) -> None:
         self._frames = self._decode()
         self._pushed_back = None
         self.position = -1
@@ -298,11 +364,12 @@ def _collect(
     frames = np.empty((len(wanted), height, width, 3), dtype=np.uint8)  # [U, H, W, 3]
     got_indices = np.empty(len(wanted), dtype=np.int64)
     got_pts = np.empty(len(wanted), dtype=np.int64)
-    slot, last = 0, None  # next wanted slot; last decoded (frame, index)
+    slot, last, sought = 0, None, -1  # next wanted slot; last decoded (frame, index); last seek target
     while slot < len(wanted):
         target = int(wanted[slot])
-        if target - reader.position > 1 and reader.worth_seeking(target):
-            reader.seek(target)
+        if target != sought and target - reader.position > 1 and reader.worth_seeking(target):
+            reader.seek(target)  # once per target: if it lands early, decode forward from there
+            sought = target
         frame, index = reader.next_frame()
         if frame is None:
             break

@@ -41,7 +41,7 @@ _FAST_OPTIONS: dict[str, dict[str, str]] = {
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "row-mt": "1"},
     "libvpx": {"deadline": "realtime", "cpu-used": "8"},
 }
-_CONTAINER_BY_SUFFIX = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".mov": "mov", ".avi": "avi"}
+_CONTAINER_BY_SUFFIX = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".mov": "mov", ".avi": "avi", ".ts": "mpegts"}
 
 
 def pattern_cells(index: int) -> np.ndarray:
@@ -149,7 +149,7 @@ def write_test_video(
         fps: Frame rate; fractional rates such as 29.97 are kept exactly as ``30000/1001``.
         size: ``(W, H)``; even numbers for yuv420p.
         codec: FFmpeg encoder name: ``libx264``, ``libvpx-vp9``, ``mpeg4``, ``ffv1``, ...
-        container: FFmpeg muxer name (``mp4``, ``webm``, ``avi``, ``matroska``, ``mov``).
+        container: FFmpeg muxer name (``mp4``, ``webm``, ``avi``, ``matroska``, ``mov``, ``mpegts``).
         keyframe_interval: Exact distance between keyframes (scene-cut detection is off), or
             ``None`` for the encoder's default.
         pix_fmt: Pixel format of the encoded stream.
