@@ -41,6 +41,7 @@ Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
 Comment: 0,0:00:00.00,0:00:10.00,Default,,0,0,0,,a comment is never shown
 Dialogue: 0,0:00:00.50,0:00:02.00,Default,,0,0,0,,{\\an8}{\\i1}Top{\\i0} line\\Nand more
 Dialogue: 0,0:00:02.00,0:00:03.00,Default,,0,0,0,,plain\\hspace
+Dialogue: 0,0:00:03.00,0:00:04.00,Default,,0,0,0,,<i>html</i> in ASS, 1<2
 """
 
 VTT = """WEBVTT
@@ -108,7 +109,13 @@ def test_matches_video_ccam_cue_selection(srt):
 def test_ass_and_vtt(tmp_path):
     ass = tmp_path / "video.ass"
     ass.write_text(ASS, encoding="utf-8")
-    assert load_subtitles(ass, np.array([0.25, 1.0, 2.5, 5.0])) == ["", "Top line and more", "plain space", ""]
+    assert load_subtitles(ass, np.array([0.25, 1.0, 2.5, 3.5, 5.0])) == [
+        "",
+        "Top line and more",
+        "plain space",
+        "html in ASS, 1<2",  # HTML tags are stripped in ASS too; a lone "<" is text
+        "",
+    ]
     vtt = tmp_path / "video.vtt"
     vtt.write_text(VTT, encoding="utf-8")
     assert load_subtitles(vtt, [0.5]) == ["web video text"]
