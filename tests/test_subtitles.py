@@ -33,8 +33,8 @@ PlayResX: 384
 PlayResY: 288
 
 [V4+ Styles]
-Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, MarginV, Encoding
-Style: Default,Arial,20,&H00FFFFFF,&H000000FF,&H00000000,&H00000000,0,0,0,0,100,100,0,0,1,2,2,2,10,10,10,1
+Format: Name, Fontname, Fontsize, PrimaryColour, Bold, Italic, Alignment
+Style: Default,Arial,20,&H00FFFFFF,0,0,2
 
 [Events]
 Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
@@ -100,7 +100,11 @@ def test_matches_video_ccam_cue_selection(srt):
     theirs = video_ccam_subtitles(srt, indices, fps)
     assert [bool(line) for line in ours] == [bool(line) for line in theirs]
     assert [line for line in ours if line] == [
-        line.replace("{\\i1}", "").replace("{\\i0}", "").replace("{\\b1}", "").replace("{\\b0}", "").replace("   ", " ")
+        line.replace("{\\i1}", "")
+        .replace("{\\i0}", "")
+        .replace("{\\b1}", "")
+        .replace("{\\b0}", "")
+        .replace("   ", " ")
         for line in theirs
         if line
     ]

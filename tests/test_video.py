@@ -31,13 +31,23 @@ from videoccam.processing.video_synth import (
 )
 
 FORMATS = {
-    "mp4-h264-keyint10": dict(name="clip.mp4", codec="libx264", keyframe_interval=10),
-    "mp4-h264-bframes": dict(name="bframes.mp4", codec="libx264", keyframe_interval=20, options={"preset": "veryfast", "bf": "3"}),
-    "webm-vp9": dict(name="clip.webm", codec="libvpx-vp9", keyframe_interval=15),
-    "avi-mpeg4": dict(name="clip.avi", codec="mpeg4", keyframe_interval=12),
-    "mkv-h264": dict(name="clip.mkv", codec="libx264", keyframe_interval=10),
-    "mov-h264": dict(name="clip.mov", codec="libx264"),
-    "ts-h264-bframes": dict(name="clip.ts", codec="libx264", keyframe_interval=20, options={"preset": "veryfast", "bf": "3"}),
+    "mp4-h264-keyint10": {"name": "clip.mp4", "codec": "libx264", "keyframe_interval": 10},
+    "mp4-h264-bframes": {
+        "name": "bframes.mp4",
+        "codec": "libx264",
+        "keyframe_interval": 20,
+        "options": {"preset": "veryfast", "bf": "3"},
+    },
+    "webm-vp9": {"name": "clip.webm", "codec": "libvpx-vp9", "keyframe_interval": 15},
+    "avi-mpeg4": {"name": "clip.avi", "codec": "mpeg4", "keyframe_interval": 12},
+    "mkv-h264": {"name": "clip.mkv", "codec": "libx264", "keyframe_interval": 10},
+    "mov-h264": {"name": "clip.mov", "codec": "libx264"},
+    "ts-h264-bframes": {
+        "name": "clip.ts",
+        "codec": "libx264",
+        "keyframe_interval": 20,
+        "options": {"preset": "veryfast", "bf": "3"},
+    },
 }
 
 
@@ -97,7 +107,9 @@ def test_bounds_and_random(clip):
     assert patterns(bounded) == bounded.indices.tolist() == [18, 26, 33, 41]
     jittered = load_video(clip, num_frames=6, sample="random", seed=3)
     assert patterns(jittered) == jittered.indices.tolist()
-    assert load_video(clip, num_frames=6, sample="random", seed=3).indices.tolist() == jittered.indices.tolist()
+    assert (
+        load_video(clip, num_frames=6, sample="random", seed=3).indices.tolist() == jittered.indices.tolist()
+    )
 
 
 def test_last_frame(clip):
@@ -109,9 +121,11 @@ def test_long_video_seeks_instead_of_decoding_everything(long_clip, caplog):
     caplog.set_level(logging.DEBUG, logger="videoccam")
     for num_frames in (4, 16, 32):
         video = load_video(long_clip, num_frames=num_frames)
-        assert patterns(video) == video.indices.tolist() == sample_indices(
-            300, num_frames=num_frames, sample="uniform", src_fps=30
-        ).tolist()
+        assert (
+            patterns(video)
+            == video.indices.tolist()
+            == sample_indices(300, num_frames=num_frames, sample="uniform", src_fps=30).tolist()
+        )
     load_video(long_clip, num_frames=4)  # 75 frames apart, keyframes every 10
     decoded, seeks = decode_stats(caplog)
     assert seeks >= 3 and decoded <= 4 * 10 + 10  # never more than a keyframe interval per frame
@@ -122,7 +136,9 @@ def test_long_video_seeks_instead_of_decoding_everything(long_clip, caplog):
 
 
 def test_webm_seeks_once_cues_are_known(media, caplog):
-    path = write_test_video(media / "long.webm", num_frames=240, fps=30, codec="libvpx-vp9", keyframe_interval=20)
+    path = write_test_video(
+        media / "long.webm", num_frames=240, fps=30, codec="libvpx-vp9", keyframe_interval=20
+    )
     caplog.set_level(logging.DEBUG, logger="videoccam")
     video = load_video(path, num_frames=4)
     assert patterns(video) == video.indices.tolist() == [30, 90, 150, 210]
@@ -133,7 +149,11 @@ def test_webm_seeks_once_cues_are_known(media, caplog):
 def test_mpegts_seeks_that_overshoot_are_retried(media, caplog):
     # MPEG-TS seeks land up to a keyframe interval after the target (and past the end near it).
     path = write_test_video(
-        media / "long.ts", num_frames=300, fps=30, keyframe_interval=20, options={"preset": "veryfast", "bf": "3"}
+        media / "long.ts",
+        num_frames=300,
+        fps=30,
+        keyframe_interval=20,
+        options={"preset": "veryfast", "bf": "3"},
     )
     caplog.set_level(logging.DEBUG, logger="videoccam")
     for wanted in (59, 139, 299):
@@ -142,13 +162,19 @@ def test_mpegts_seeks_that_overshoot_are_retried(media, caplog):
         assert decode_stats(caplog)[0] < 100
     assert any("seeking further back" in r.getMessage() for r in caplog.records)
     video = load_video(path, num_frames=16)
-    assert patterns(video) == video.indices.tolist() == sample_indices(300, num_frames=16, sample="uniform", src_fps=30).tolist()
+    assert (
+        patterns(video)
+        == video.indices.tolist()
+        == sample_indices(300, num_frames=16, sample="uniform", src_fps=30).tolist()
+    )
     assert video.timestamps[0] == pytest.approx(9 / 30)  # relative to the stream start (1.4 s in TS)
 
 
 def test_raw_h264_without_timestamps_or_seeking(media):
     # A raw elementary stream: no pts, no duration, no frame rate (FFmpeg guesses 25), no seeking.
-    path = write_test_video(media / "raw.h264", num_frames=300, fps=30, keyframe_interval=20, container="h264")
+    path = write_test_video(
+        media / "raw.h264", num_frames=300, fps=30, keyframe_interval=20, container="h264"
+    )
     video = load_video(path, num_frames=4)
     assert patterns(video) == video.indices.tolist() == [37, 112, 187, 262]  # frames counted from packets
     assert video.fps == 25 and video.duration == pytest.approx(12)
@@ -283,7 +309,9 @@ def _audio_only(path: Path) -> Path:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=16000)
         for i in range(8):
-            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                np.zeros((1, 1024), dtype=np.float32), format="fltp", layout="mono"
+            )
             frame.sample_rate, frame.pts = 16000, i * 1024
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))

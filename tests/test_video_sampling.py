@@ -106,15 +106,22 @@ def test_random_one_frame_per_segment_and_seeded():
     bounds = linspace_int(0, 1000, 17)  # segments of the 16-frame uniform rule
     draws = set()
     for seed in range(50):
-        picked = sample_indices(1000, num_frames=16, sample="random", src_fps=30, rng=np.random.default_rng(seed))
+        picked = sample_indices(
+            1000, num_frames=16, sample="random", src_fps=30, rng=np.random.default_rng(seed)
+        )
         assert len(picked) == 16
         assert np.all(picked >= bounds[:-1]) and np.all(picked < bounds[1:])
         draws.add(tuple(picked.tolist()))
     assert len(draws) == 50  # really random
-    again = [sample_indices(1000, num_frames=16, sample="random", src_fps=30, rng=np.random.default_rng(7)) for _ in "ab"]
+    again = [
+        sample_indices(1000, num_frames=16, sample="random", src_fps=30, rng=np.random.default_rng(7))
+        for _ in "ab"
+    ]
     np.testing.assert_array_equal(*again)
     assert indices(5, num_frames=8, sample="random", rng=np.random.default_rng(0)) == [0, 1, 2, 3, 4]
-    in_bounds = sample_indices(300, num_frames=4, sample="random", src_fps=30, start=2, end=4, rng=np.random.default_rng(1))
+    in_bounds = sample_indices(
+        300, num_frames=4, sample="random", src_fps=30, start=2, end=4, rng=np.random.default_rng(1)
+    )
     assert np.all((in_bounds >= 60) & (in_bounds < 120))
 
 
@@ -129,13 +136,17 @@ def mvbench_get_index(num_frames, bound, fps, max_frame, first_idx=0):
 
 def test_mvbench_rule_matches_videochat2():
     assert indices(300, num_frames=8, sample="mvbench") == [18, 55, 93, 130, 168, 205, 242, 280]
-    assert indices(300, num_frames=8, sample="mvbench", start=1, end=3) == mvbench_get_index(8, (1, 3), 30, 299)
+    assert indices(300, num_frames=8, sample="mvbench", start=1, end=3) == mvbench_get_index(
+        8, (1, 3), 30, 299
+    )
     # Short clips repeat frames rather than return fewer.
     assert indices(5, num_frames=8, sample="mvbench") == [0, 0, 1, 2, 2, 2, 3, 4]
     # Frame folders: VideoChat2 numbers files from 1 (max_frame = file count); we return positions.
     numbers = mvbench_get_index(4, (2, 8), 3, 30, first_idx=1)
     assert numbers == [8, 12, 17, 22]
-    assert indices(30, src_fps=3, num_frames=4, sample="mvbench", start=2, end=8, first_index=1) == [n - 1 for n in numbers]
+    assert indices(30, src_fps=3, num_frames=4, sample="mvbench", start=2, end=8, first_index=1) == [
+        n - 1 for n in numbers
+    ]
 
 
 @pytest.mark.parametrize(

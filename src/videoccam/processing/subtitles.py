@@ -68,7 +68,11 @@ def load_subtitles(path: str | Path, timestamps: Sequence[float] | np.ndarray) -
     path = Path(path)
     if not path.is_file():
         raise MediaNotFoundError(f"{path}: no such subtitle file")
-    cues = [(event.start, event.end, clean_subtitle_text(event.plaintext)) for event in _load(path) if not event.is_comment]
+    cues = [
+        (event.start, event.end, clean_subtitle_text(event.plaintext))
+        for event in _load(path)
+        if not event.is_comment
+    ]
     lines = []
     for seconds in np.asarray(timestamps, dtype=np.float64).reshape(-1):
         t_ms = round(float(seconds) * 1000)

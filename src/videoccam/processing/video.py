@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from videoccam.errors import ConfigError, MediaDecodeError, MediaNotFoundError, SamplingError, UnsupportedMediaError
+from videoccam.errors import (
+    ConfigError,
+    MediaDecodeError,
+    MediaNotFoundError,
+    SamplingError,
+    UnsupportedMediaError,
+)
 from videoccam.processing.video_common import Deadline, Video, normalize_size, timeout_error
 from videoccam.processing.video_images import (
     IMAGE_SUFFIXES,
@@ -107,9 +113,13 @@ def load_video(
         return resample_video(source, spec, out_size, Deadline(timeout, str(source.source)))
     if isinstance(source, np.ndarray):
         _check_frame_array(source)
-        return load_frame_list(source, spec, out_size, float(frame_folder_fps), Deadline(timeout, "<frame array>"))
+        return load_frame_list(
+            source, spec, out_size, float(frame_folder_fps), Deadline(timeout, "<frame array>")
+        )
     if isinstance(source, (list, tuple)):
-        return load_frame_list(source, spec, out_size, float(frame_folder_fps), Deadline(timeout, "<frame list>"))
+        return load_frame_list(
+            source, spec, out_size, float(frame_folder_fps), Deadline(timeout, "<frame list>")
+        )
     if not isinstance(source, (str, os.PathLike)):
         raise UnsupportedMediaError(f"cannot load a video from a {type(source).__name__}")
     path = Path(source)
@@ -159,13 +169,17 @@ def _video_decoder(backend: str | None) -> Callable[..., Video]:
 
 
 def _check_timeout(timeout: float | None) -> None:
-    if timeout is not None and not (isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0):
+    if timeout is not None and not (
+        isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout > 0
+    ):
         raise ConfigError(f"timeout must be a number of seconds > 0 or None, got {timeout!r}")
 
 
 def _check_frame_array(frames: np.ndarray) -> None:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise MediaDecodeError(f"<frame array>: expected uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
+        raise MediaDecodeError(
+            f"<frame array>: expected uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}"
+        )
 
 
 def _run_with_timeout(work: Callable[[Deadline], Video], timeout: float | None, source: str) -> Video:
@@ -182,7 +196,7 @@ def _run_with_timeout(work: Callable[[Deadline], Video], timeout: float | None, 
     def target() -> None:
         try:
             outcome["video"] = work(deadline)
-        except BaseException as err:  # handed to the caller below
+        except BaseException as err:  # noqa: BLE001 -- any failure is handed to the caller below
             outcome["error"] = err
 
     worker = threading.Thread(target=target, name="videoccam-decode", daemon=True)
@@ -190,7 +204,9 @@ def _run_with_timeout(work: Callable[[Deadline], Video], timeout: float | None, 
     worker.join(timeout)
     if worker.is_alive():
         deadline.cancel()
-        logger.warning("%s: decode timed out after %s s; the worker stops at its next packet", source, timeout)
+        logger.warning(
+            "%s: decode timed out after %s s; the worker stops at its next packet", source, timeout
+        )
         raise timeout_error(source, timeout)
     if "error" in outcome:
         raise outcome["error"]

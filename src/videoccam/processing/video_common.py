@@ -42,10 +42,13 @@ class Video:
     def __post_init__(self) -> None:
         count = len(self.frames)
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
-            raise ValueError(f"Video.frames must be uint8 [T, H, W, 3], got {self.frames.dtype} {self.frames.shape}")
+            raise ValueError(
+                f"Video.frames must be uint8 [T, H, W, 3], got {self.frames.dtype} {self.frames.shape}"
+            )
         if self.indices.shape != (count,) or self.timestamps.shape != (count,):
             raise ValueError(
-                f"Video.indices {self.indices.shape} and timestamps {self.timestamps.shape} must have shape ({count},)"
+                f"Video.indices {self.indices.shape} and timestamps {self.timestamps.shape} "
+                f"must have shape ({count},)"
             )
 
     def __len__(self) -> int:
@@ -68,9 +71,13 @@ def normalize_size(size: int | tuple[int, int] | None) -> tuple[int, int] | None
     if (
         not isinstance(pair, (tuple, list))
         or len(pair) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in pair)
+        or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in pair
+        )
     ):
-        raise ConfigError(f"size must be an int S (S x S) or a (width, height) pair in [1, {MAX_SIDE}], got {size!r}")
+        raise ConfigError(
+            f"size must be an int S (S x S) or a (width, height) pair in [1, {MAX_SIDE}], got {size!r}"
+        )
     return int(pair[0]), int(pair[1])
 
 

@@ -97,7 +97,9 @@ def load_frame_folder(
     """A folder of images, one frame each, ``fps`` frames per second (MVBench TVQA: 3)."""
     files = list_frame_folder(directory)
     if not files:
-        raise MediaDecodeError(f"{directory}: frame folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise MediaDecodeError(
+            f"{directory}: frame folder has no image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
 
     def read(index: int, out_size: tuple[int, int] | None) -> np.ndarray:
         with _open_image(files[index]) as image:
@@ -107,7 +109,16 @@ def load_frame_folder(
     # mvbench numbers folder frames from 1 (00001.jpg), as VideoChat2's reader does.
     first = 1 if spec.sample == "mvbench" else 0
     return _sequence(
-        len(files), fps, stamps, len(files) / fps, read, spec, size, deadline, str(directory), first_index=first
+        len(files),
+        fps,
+        stamps,
+        len(files) / fps,
+        read,
+        spec,
+        size,
+        deadline,
+        str(directory),
+        first_index=first,
     )
 
 
@@ -125,7 +136,12 @@ def load_image_file(
 
 
 def _load_animation(
-    image: Image.Image, count: int, path: Path, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline
+    image: Image.Image,
+    count: int,
+    path: Path,
+    spec: SamplingSpec,
+    size: tuple[int, int] | None,
+    deadline: Deadline,
 ) -> Video:
     """Frames of an animated image; timestamps from each frame's own duration.
 
@@ -179,17 +195,28 @@ def _item_to_rgb(item: Image.Image | np.ndarray, index: int, size: tuple[int, in
     if isinstance(item, Image.Image):
         return resize_pil(item, size)
     if not isinstance(item, np.ndarray):
-        raise MediaDecodeError(f"in-memory frame {index}: expected a PIL image or numpy array, got {type(item).__name__}")
-    if item.dtype != np.uint8 or item.ndim not in (2, 3) or (item.ndim == 3 and item.shape[2] not in (1, 3, 4)):
         raise MediaDecodeError(
-            f"in-memory frame {index}: expected uint8 [H, W, 3] (or [H, W], [H, W, 4]), got {item.dtype} {item.shape}"
+            f"in-memory frame {index}: expected a PIL image or numpy array, got {type(item).__name__}"
+        )
+    if (
+        item.dtype != np.uint8
+        or item.ndim not in (2, 3)
+        or (item.ndim == 3 and item.shape[2] not in (1, 3, 4))
+    ):
+        raise MediaDecodeError(
+            f"in-memory frame {index}: expected uint8 [H, W, 3] (or [H, W], [H, W, 4]), "
+            f"got {item.dtype} {item.shape}"
         )
     if item.ndim == 3 and item.shape[2] == 3 and (size is None or size == (item.shape[1], item.shape[0])):
         return np.ascontiguousarray(item)
-    return resize_pil(Image.fromarray(item.squeeze(-1) if item.ndim == 3 and item.shape[2] == 1 else item), size)
+    return resize_pil(
+        Image.fromarray(item.squeeze(-1) if item.ndim == 3 and item.shape[2] == 1 else item), size
+    )
 
 
-def resample_video(video: Video, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline) -> Video:
+def resample_video(
+    video: Video, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline
+) -> Video:
     """Re-sample an existing :class:`Video` over its own frames.
 
     Its frames are treated as evenly spaced at ``len(video) / video.duration`` fps (``video.fps``

@@ -15,7 +15,10 @@ How a call works:
 4. A decoded frame's index is ``round((pts - stream_start) * time_base * average_fps)``; the
    first frame whose index is ``>=`` the wanted one is kept, so the returned ``indices`` and
    ``timestamps`` are those of the frames really returned.
-5. If the stream ends before a wanted index (the frame count in the header was too high, or
+5. A seek that lands after the target (MPEG-TS, B-frame streams) or at the end of the stream is
+   retried further back, then from the start; a demuxer that refuses to seek (raw ``.h264``)
+   is reopened and decoded forward.
+6. If the stream ends before a wanted index (the frame count in the header was too high, or
    the file is truncated), the last decoded frame is returned in its place (with its own index
    and timestamp) and a warning is logged. No decodable frame at all is an error.
 """
@@ -30,16 +33,16 @@ from fractions import Fraction
 
 import numpy as np
 
-from videoccam.errors import DecodeTimeoutError, MediaDecodeError, UnsupportedMediaError, VideoCCAMError
-from videoccam.processing.video_common import Deadline, Video, check_frame_size
+from videoccam.errors import MediaDecodeError, UnsupportedMediaError, VideoCCAMError
+from videoccam.processing.video_common import Deadline, Video, check_frame_size, timeout_error
 from videoccam.processing.video_sampling import SamplingSpec
 
 logger = logging.getLogger(__name__)
 
-# Seek only when it saves at least this many decoded frames. A seek costs a demuxer seek, a decoder
-# flush and refilling FFmpeg's frame threads: about as much as decoding 5-10 frames (measured on
-# 720p H.264 and VP9, see docs/video-input.md), so 16 errs on the side of decoding forward.
-SEEK_MIN_SAVING = 16
+# Seek only when it saves at least this many decoded frames. A seek (demuxer seek, decoder flush,
+# refilling FFmpeg's frame threads, then a keyframe) costs as much as decoding 3.3 (720p H.264),
+# 3.7 (1080p H.264) or 5.8 (720p VP9) frames (`bench/decode.py --calibrate`, docs/video-input.md).
+SEEK_MIN_SAVING = 8
 # Assumed keyframe spacing (frames) while neither an index nor two keyframes have been seen.
 DEFAULT_GOP = 250
 # Seek attempts, each starting further back, before decoding from the start of the stream.
@@ -81,7 +84,7 @@ def decode_pyav(path: str, spec: SamplingSpec, size: tuple[int, int] | None, dea
     except VideoCCAMError:  # ours already (DecodeTimeoutError is an OSError: keep it out of the catch-all)
         raise
     except av.error.ExitError as err:  # FFmpeg's I/O interrupt fired: the open/read timeout
-        raise DecodeTimeoutError(f"{path}: decoding took longer than the timeout of {deadline.timeout} s") from err
+        raise timeout_error(path, deadline.timeout) from err
     except (av.error.DecoderNotFoundError, av.error.DemuxerNotFoundError, av.error.PatchWelcomeError) as err:
         raise UnsupportedMediaError(f"{path}: unsupported container or codec ({_reason(err)})") from err
     except (av.error.FFmpegError, OSError, RuntimeError, EOFError) as err:
@@ -94,7 +97,9 @@ def _reason(err: Exception) -> str:
     return strerror or str(err)
 
 
-def _decode_container(container, path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline) -> Video:
+def _decode_container(
+    container, path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline
+) -> Video:
     stream = _video_stream(container, path)
     stream.thread_type = "AUTO"  # FFmpeg frame + slice threads, thread count = cores
     info = _stream_info(container, stream, path, deadline)
@@ -189,7 +194,10 @@ class _Keyframes:
 
     def refresh_from_index(self, stream, info: StreamInfo) -> None:
         """Read the demuxer index (mp4/mov/avi at open; mkv/webm cues after the first seek)."""
-        entries = stream.index_entries
+        try:
+            entries = stream.index_entries  # PyAV >= 17
+        except AttributeError:
+            return
         if len(entries) < 2:
             return
         stamps = [e.timestamp for e in entries if e.is_keyframe]
@@ -241,8 +249,7 @@ class _Reader:
         try:
             for packet in self.container.demux(self.stream):
                 self.deadline.check()
-                for frame in packet.decode():
-                    yield frame
+                yield from packet.decode()
         except av.error.InvalidDataError as err:  # corrupt or truncated data: end of usable stream
             logger.warning("%s: stopped decoding at corrupt data (%s)", self.path, err)
 
@@ -393,7 +400,11 @@ def _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, 
     frame, index = last
     logger.warning(
         "%s: stream ended at frame %d, before wanted frame %d; repeating the last frame for %d of %d frames",
-        path, index, int(wanted[slot]), len(wanted) - slot, len(wanted),
+        path,
+        index,
+        int(wanted[slot]),
+        len(wanted) - slot,
+        len(wanted),
     )
     width, height = out_size
     frames[slot:] = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)

@@ -45,8 +45,10 @@ def _check_positive_int(name: str, value: int) -> None:
 
 
 def _check_positive_float(name: str, value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not (
-        math.isfinite(value) and value > 0
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.number))
+        or not (math.isfinite(value) and value > 0)
     ):
         raise SamplingError(f"{name} must be a finite number > 0, got {value!r}")
 
@@ -64,7 +66,9 @@ def frame_range(total: int, src_fps: float, start: float | None, end: float | No
         raise SamplingError(f"start ({start or 0.0} s) must be before end ({end} s)")
     first = 0 if start is None else round(start * src_fps)
     if first >= total:
-        raise SamplingError(f"start ({start} s) is at or past the end of the clip ({duration:.3f} s, {total} frames)")
+        raise SamplingError(
+            f"start ({start} s) is at or past the end of the clip ({duration:.3f} s, {total} frames)"
+        )
     last = total if end is None or end == math.inf else min(total, round(end * src_fps))
     return first, max(last, first + 1)
 
@@ -113,7 +117,9 @@ def _mvbench(
     start_idx = first_index if start is None else max(first_index, round(start * src_fps))
     end_idx = max_frame if end is None else min(round(end * src_fps), max_frame)
     seg = float(end_idx - start_idx) / num_frames
-    numbers = np.array([int(start_idx + seg / 2 + np.round(seg * i)) for i in range(num_frames)], dtype=np.int64)
+    numbers = np.array(
+        [int(start_idx + seg / 2 + np.round(seg * i)) for i in range(num_frames)], dtype=np.int64
+    )
     return np.clip(numbers - first_index, 0, total - 1)
 
 

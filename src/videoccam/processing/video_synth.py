@@ -31,7 +31,8 @@ MAX_PATTERN = 2 ** (GRID * GRID) - 1
 _BRIGHT = np.array([[255, 255, 255], [255, 230, 90], [120, 240, 255], [255, 170, 230]], dtype=np.uint8)
 _DARK = np.array([[0, 0, 0], [90, 20, 20], [20, 60, 20], [30, 30, 110]], dtype=np.uint8)
 _LUMA = np.array([0.299, 0.587, 0.114])
-# RGB [0, 255] -> limited-range BT.601 Y'CbCr offsets from (16, 128, 128): the matrix swscale inverts by default.
+# RGB [0, 255] -> limited-range BT.601 Y'CbCr offsets from (16, 128, 128), the matrix swscale
+# inverts by default.
 _BT601 = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
 
 # Default codec options per encoder: fast settings, since test media only needs to be valid.
@@ -41,7 +42,14 @@ _FAST_OPTIONS: dict[str, dict[str, str]] = {
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "row-mt": "1"},
     "libvpx": {"deadline": "realtime", "cpu-used": "8"},
 }
-_CONTAINER_BY_SUFFIX = {".mkv": "matroska", ".webm": "webm", ".mp4": "mp4", ".mov": "mov", ".avi": "avi", ".ts": "mpegts"}
+_CONTAINER_BY_SUFFIX = {
+    ".mkv": "matroska",
+    ".webm": "webm",
+    ".mp4": "mp4",
+    ".mov": "mov",
+    ".avi": "avi",
+    ".ts": "mpegts",
+}
 
 
 def pattern_cells(index: int) -> np.ndarray:
@@ -86,11 +94,15 @@ def _yuv420p_frame(index: int, size: tuple[int, int]) -> np.ndarray:
     """
     width, height = size
     rgb = pattern_cells(index).astype(np.float64)  # [4, 4, 3]
-    yuv = np.clip(np.rint(rgb @ _BT601.T + np.array([16.0, 128.0, 128.0])), 0, 255).astype(np.uint8)  # [4, 4, 3]
+    yuv = np.clip(np.rint(rgb @ _BT601.T + np.array([16.0, 128.0, 128.0])), 0, 255).astype(
+        np.uint8
+    )  # [4, 4, 3]
     luma = _upsample(yuv[..., 0], size)  # [H, W]
     chroma_u = _upsample(yuv[..., 1], (width // 2, height // 2))  # [H/2, W/2]
     chroma_v = _upsample(yuv[..., 2], (width // 2, height // 2))  # [H/2, W/2]
-    chroma = np.concatenate([chroma_u.reshape(-1), chroma_v.reshape(-1)]).reshape(height // 2, width)  # [H/2, W]
+    chroma = np.concatenate([chroma_u.reshape(-1), chroma_v.reshape(-1)]).reshape(
+        height // 2, width
+    )  # [H/2, W]
     return np.concatenate([luma, chroma], axis=0)  # [H * 3/2, W]
 
 
@@ -167,7 +179,9 @@ def write_test_video(
         container = _CONTAINER_BY_SUFFIX.get(path.suffix.lower())
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), mode="w", format=container) as output:
-        stream = output.add_stream(codec, rate=rate, options=_codec_options(codec, keyframe_interval, options))
+        stream = output.add_stream(
+            codec, rate=rate, options=_codec_options(codec, keyframe_interval, options)
+        )
         stream.width, stream.height = size
         stream.pix_fmt = pix_fmt
         if keyframe_interval is not None:
@@ -185,7 +199,9 @@ def write_test_video(
     return path
 
 
-def _codec_options(codec: str, keyframe_interval: int | None, options: Mapping[str, str] | None) -> dict[str, str]:
+def _codec_options(
+    codec: str, keyframe_interval: int | None, options: Mapping[str, str] | None
+) -> dict[str, str]:
     """Encoder options: fast defaults, exact keyframe spacing when asked, then the caller's."""
     merged = dict(_FAST_OPTIONS.get(codec, {}))
     if keyframe_interval is not None:
