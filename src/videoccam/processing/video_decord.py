@@ -1,0 +1,50 @@
+"""Optional decord backend (``pip install decord``), imported only when chosen.
+
+decord resizes inside its own FFmpeg filter graph (``VideoReader(width=, height=)``) and fetches
+the sampled frames with ``get_batch``. It runs as one C++ call, so a timeout returns control to
+the caller on time but cannot stop decord's own work; that thread finishes in the background.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from videoccam.errors import ConfigError, MediaDecodeError
+from videoccam.processing.video_common import Deadline, Video
+from videoccam.processing.video_sampling import SamplingSpec
+
+
+def import_decord():
+    try:
+        import decord
+    except ImportError as err:
+        raise ConfigError("backend 'decord' needs the decord package (pip install decord)") from err
+    return decord
+
+
+def decode_decord(path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline) -> Video:
+    """Decode the frames ``spec`` picks from ``path`` with decord."""
+    decord = import_decord()
+    resize = {} if size is None else {"width": size[0], "height": size[1]}
+    try:
+        reader = decord.VideoReader(path, ctx=decord.cpu(0), num_threads=0, **resize)
+        total, fps = len(reader), float(reader.get_avg_fps())
+        if total < 1:
+            raise MediaDecodeError(f"{path}: video stream has no frames")
+        indices = spec.indices(total, fps)  # [T]
+        wanted, inverse = np.unique(indices, return_inverse=True)  # [U], [T]
+        deadline.check()
+        frames = reader.get_batch(wanted.tolist()).asnumpy()  # [U, H, W, 3]
+        stamps = reader.get_frame_timestamp(wanted.tolist())[:, 0]  # [U], start time of each frame
+        duration = float(reader.get_frame_timestamp(total - 1)[1])
+    except decord.DECORDError as err:
+        raise MediaDecodeError(f"{path}: decord cannot read this video ({str(err).splitlines()[0]})") from err
+    deadline.check()
+    return Video(
+        frames=np.ascontiguousarray(frames[inverse]),
+        indices=wanted[inverse].astype(np.int64),
+        timestamps=stamps[inverse].astype(np.float64),
+        fps=fps,
+        duration=duration,
+        source=path,
+    )

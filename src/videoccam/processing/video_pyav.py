@@ -1,0 +1,412 @@
+"""PyAV (FFmpeg) video backend: seek to keyframes, decode forward, convert only the kept frames.
+
+How a call works:
+
+1. Open the file (``av.open`` with the call's timeout as FFmpeg's I/O timeout) and pick the first
+   video stream. Frame count: ``stream.frames`` when the container stores it (mp4, mov, avi),
+   else ``duration * average_fps`` (mkv, webm), else the number of video packets.
+2. Sample the wanted indices (:mod:`.video_sampling`).
+3. Walk the wanted indices in order. Before each one, decide between decoding forward from where
+   the decoder is and seeking: seek when a keyframe lies between the current position and the
+   wanted frame and at least ``SEEK_MIN_SAVING`` frames of decoding would be saved (keyframes
+   come from the demuxer's index, mp4/mov/avi, or the mkv/webm cues read on the first seek;
+   without an index, from the keyframe spacing seen so far). Frames before a wanted one are
+   decoded (they are references) but never converted to arrays.
+4. A decoded frame's index is ``round((pts - stream_start) * time_base * average_fps)``; the
+   first frame whose index is ``>=`` the wanted one is kept, so the returned ``indices`` and
+   ``timestamps`` are those of the frames really returned.
+5. A seek that lands after the target (MPEG-TS, B-frame streams) or at the end of the stream is
+   retried further back, then from the start; a demuxer that refuses to seek (raw ``.h264``)
+   is reopened and decoded forward.
+6. If the stream ends before a wanted index (the frame count in the header was too high, or
+   the file is truncated), the last decoded frame is returned in its place (with its own index
+   and timestamp) and a warning is logged. No decodable frame at all is an error.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from videoccam.errors import MediaDecodeError, UnsupportedMediaError, VideoCCAMError
+from videoccam.processing.video_common import Deadline, Video, check_frame_size, timeout_error
+from videoccam.processing.video_sampling import SamplingSpec
+
+logger = logging.getLogger(__name__)
+
+# Seek only when it saves at least this many decoded frames. A seek (demuxer seek, decoder flush,
+# refilling FFmpeg's frame threads, then a keyframe) costs as much as decoding 3.3 (720p H.264),
+# 3.7 (1080p H.264) or 5.8 (720p VP9) frames (`bench/decode.py --calibrate`, docs/video-input.md).
+SEEK_MIN_SAVING = 8
+# Assumed keyframe spacing (frames) while neither an index nor two keyframes have been seen.
+DEFAULT_GOP = 250
+# Seek attempts, each starting further back, before decoding from the start of the stream.
+SEEK_RETRIES = 3
+INTERPOLATION = "BICUBIC"
+
+
+@dataclass
+class StreamInfo:
+    """What the container says about the video stream, in the units the decoder needs."""
+
+    fps: float
+    time_base: Fraction
+    start_pts: int
+    total: int
+    duration: float
+    width: int
+    height: int
+
+    def index_of(self, pts: int) -> int:
+        """Frame index of a presentation timestamp."""
+        return round(float((pts - self.start_pts) * self.time_base) * self.fps)
+
+    def pts_of(self, index: int) -> int:
+        """Presentation timestamp (stream time base) of a frame index."""
+        return self.start_pts + round(index / self.fps / self.time_base)
+
+    def seconds(self, pts: int) -> float:
+        return float((pts - self.start_pts) * self.time_base)
+
+
+def decode_pyav(path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline) -> Video:
+    """Decode the frames ``spec`` picks from the video file at ``path`` (see the module docstring)."""
+    import av
+
+    try:
+        with av.open(path, timeout=deadline.timeout) as container:
+            return _decode_container(container, path, spec, size, deadline)
+    except VideoCCAMError:  # ours already (DecodeTimeoutError is an OSError: keep it out of the catch-all)
+        raise
+    except av.error.ExitError as err:  # FFmpeg's I/O interrupt fired: the open/read timeout
+        raise timeout_error(path, deadline.timeout) from err
+    except (av.error.DecoderNotFoundError, av.error.DemuxerNotFoundError, av.error.PatchWelcomeError) as err:
+        raise UnsupportedMediaError(f"{path}: unsupported container or codec ({_reason(err)})") from err
+    except (av.error.FFmpegError, OSError, RuntimeError, EOFError) as err:
+        raise MediaDecodeError(f"{path}: not a readable video file ({_reason(err)})") from err
+
+
+def _reason(err: Exception) -> str:
+    """FFmpeg's message without the file name PyAV appends."""
+    strerror = err.strerror if isinstance(err, OSError) else None
+    return strerror or str(err)
+
+
+def _decode_container(
+    container, path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline
+) -> Video:
+    stream = _video_stream(container, path)
+    stream.thread_type = "AUTO"  # FFmpeg frame + slice threads, thread count = cores
+    info = _stream_info(container, stream, path, deadline)
+    indices = spec.indices(info.total, info.fps)  # [T], may repeat (mvbench on short clips)
+    wanted, inverse = np.unique(indices, return_inverse=True)  # [U] ascending, [T]
+    out_size = size or (info.width, info.height)
+    reader = _Reader(container, stream, info, deadline, path)
+    try:
+        frames, got_indices, got_pts = _collect(reader, wanted, out_size, path)
+    finally:
+        reader.close()
+    return Video(
+        frames=frames[inverse] if len(wanted) < len(indices) else frames,
+        indices=got_indices[inverse],
+        timestamps=np.array([info.seconds(p) for p in got_pts[inverse]], dtype=np.float64),
+        fps=info.fps,
+        duration=info.duration,
+        source=path,
+    )
+
+
+def _video_stream(container, path: str):
+    if not container.streams.video:
+        kinds = sorted({s.type for s in container.streams}) or ["none"]
+        raise MediaDecodeError(f"{path}: no video stream (streams found: {', '.join(kinds)})")
+    stream = container.streams.video[0]
+    if stream.codec_context is None:
+        raise UnsupportedMediaError(f"{path}: no decoder for the video codec of this file")
+    return stream
+
+
+def _stream_info(container, stream, path: str, deadline: Deadline) -> StreamInfo:
+    width, height = stream.codec_context.width, stream.codec_context.height
+    check_frame_size(width, height, path)
+    time_base = stream.time_base
+    if time_base is None or time_base <= 0:
+        raise MediaDecodeError(f"{path}: video stream has no time base")
+    start_pts = stream.start_time if stream.start_time is not None else 0
+    duration = _duration(container, stream)
+    fps = _average_fps(stream, duration)
+    total = stream.frames
+    if total <= 0 and duration > 0:
+        total = round(duration * fps)
+    if total <= 0:
+        total = _count_packets(path, deadline)
+        duration = duration or total / fps
+    if total <= 0:
+        raise MediaDecodeError(f"{path}: video stream has no frames")
+    return StreamInfo(fps, time_base, start_pts, total, duration or total / fps, width, height)
+
+
+def _duration(container, stream) -> float:
+    """Seconds of the video stream, or of the container when the stream does not say; 0 if unknown."""
+    if stream.duration is not None and stream.duration > 0:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None and container.duration > 0:
+        return container.duration / 1_000_000  # AV_TIME_BASE units
+    return 0.0
+
+
+def _average_fps(stream, duration: float) -> float:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate is not None and rate > 0:
+            return float(rate)
+    if stream.frames > 0 and duration > 0:
+        return stream.frames / duration
+    logger.warning("video stream states no frame rate; assuming 25 fps")
+    return 25.0
+
+
+def _count_packets(path: str, deadline: Deadline) -> int:
+    """Frame count from the packets when the header has neither frames nor duration (no decoding).
+
+    Uses a second handle on the file, since raw streams (``.h264``) cannot seek back.
+    """
+    import av
+
+    count = 0
+    with av.open(path, timeout=deadline.timeout) as probe:
+        for packet in probe.demux(probe.streams.video[0]):
+            deadline.check()
+            count += packet.size > 0
+    return count
+
+
+@dataclass
+class _Keyframes:
+    """Keyframe indices known so far: from the demuxer's index and from decoded frames."""
+
+    known: list[int] = field(default_factory=lambda: [0])  # a stream starts with a keyframe
+    from_index: bool = False
+
+    def refresh_from_index(self, stream, info: StreamInfo) -> None:
+        """Read the demuxer index (mp4/mov/avi at open; mkv/webm cues after the first seek)."""
+        try:
+            entries = stream.index_entries  # PyAV >= 17
+        except AttributeError:
+            return
+        if len(entries) < 2:
+            return
+        stamps = [e.timestamp for e in entries if e.is_keyframe]
+        # Index timestamps are decode times; shift so the first keyframe sits at the stream start.
+        shift = info.start_pts - stamps[0] if stamps else 0
+        self.known = sorted({info.index_of(t + shift) for t in stamps})
+        self.from_index = True
+
+    def saw(self, index: int) -> None:
+        if not self.from_index and index > self.known[-1]:
+            self.known.append(index)
+
+    def last_at_or_before(self, index: int) -> int | None:
+        """Largest keyframe ``<= index``; estimated from the spacing seen when there is no index."""
+        pos = bisect.bisect_right(self.known, index)
+        found = self.known[pos - 1] if pos > 0 else None
+        if self.from_index:
+            return found
+        # No index: assume keyframes keep the widest spacing seen so far (DEFAULT_GOP until two are seen).
+        gop = max(b - a for a, b in zip(self.known, self.known[1:])) if len(self.known) > 1 else DEFAULT_GOP
+        last = self.known[-1]
+        return last + (index - last) // gop * gop if index > last else found
+
+
+class _SeekRefused(Exception):
+    """The demuxer cannot seek (raw elementary streams, pipes)."""
+
+
+class _Reader:
+    """A decoding position in one stream that can move forward frame by frame or seek."""
+
+    def __init__(self, container, stream, info: StreamInfo, deadline: Deadline, path: str) -> None:
+        self.container, self.stream, self.info = container, stream, info
+        self._original = container
+        self.deadline, self.path = deadline, path
+        self.keyframes = _Keyframes()
+        self.keyframes.refresh_from_index(stream, info)
+        self._frames: Iterator = self._decode()
+        self._pushed_back = None
+        self.position = -1  # index of the last frame handed out; -1 before the first
+        self.seeks = 0
+        self.decoded = 0
+        self.has_timestamps = True  # False once a frame without pts or dts shows up: then never seek
+        self.seekable = True  # False once the demuxer refuses a seek (raw streams)
+
+    def _decode(self) -> Iterator:
+        import av
+
+        try:
+            for packet in self.container.demux(self.stream):
+                self.deadline.check()
+                yield from packet.decode()
+        except av.error.InvalidDataError as err:  # corrupt or truncated data: end of usable stream
+            logger.warning("%s: stopped decoding at corrupt data (%s)", self.path, err)
+
+    def next_frame(self):
+        """Next decoded frame and its index, or ``(None, None)`` at the end of the stream."""
+        frame, self._pushed_back = self._pushed_back, None
+        if frame is None:
+            frame = next(self._frames, None)
+        if frame is None:
+            return None, None
+        self.decoded += 1
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None:  # no timestamps at all: count frames (only valid when decoding from the start)
+            self.has_timestamps = False
+            index = self.position + 1
+            frame.pts = self.info.pts_of(index)
+        else:
+            index = self.info.index_of(pts)
+        if frame.key_frame:
+            self.keyframes.saw(index)
+        self.position = index
+        return frame, index
+
+    def worth_seeking(self, target: int) -> bool:
+        """Whether seeking saves at least ``SEEK_MIN_SAVING`` decoded frames on the way to ``target``."""
+        if not (self.has_timestamps and self.seekable):
+            return False
+        keyframe = self.keyframes.last_at_or_before(target)
+        return keyframe is not None and keyframe - self.position >= SEEK_MIN_SAVING
+
+    def seek(self, target: int) -> None:
+        """Seek to the keyframe at or before ``target``; step further back if the demuxer overshoots.
+
+        Seeking by timestamp lands after the target in some containers (MPEG-TS seeks by byte
+        position, streams with B-frames index decode times) or at the end of the stream; each
+        retry starts twice as far back plus the overshoot, and the last one at the first frame.
+        """
+        try:
+            self._seek_with_retries(target)
+        except _SeekRefused as err:
+            logger.debug("%s: the demuxer cannot seek (%s); decoding forward from the start", self.path, err)
+            self.seekable = False
+            self._reopen()  # a refused seek can leave the demuxer at the end of the file
+            return
+        if not self.has_timestamps:  # positions are only known by counting from the start
+            self._rewind()
+            return
+        if len(self.keyframes.known) < 2 or not self.keyframes.from_index:
+            self.keyframes.refresh_from_index(self.stream, self.info)  # mkv/webm cues appear after a seek
+
+    def _seek_with_retries(self, target: int) -> None:
+        back = 0
+        for attempt in range(SEEK_RETRIES + 1):
+            self.deadline.check()
+            at = max(0, target - back) if attempt < SEEK_RETRIES else 0
+            if at == 0:
+                self._rewind()
+            else:
+                self._seek_pts(self.info.pts_of(at))
+            frame, index = self.next_frame()
+            if (frame is not None and index <= target) or at == 0:
+                self._pushed_back = frame
+                self.decoded -= frame is not None
+                break
+            overshoot = index - target if frame is not None else 0
+            logger.debug("%s: seek to frame %d landed on %s; seeking further back", self.path, target, index)
+            back = 2 * back + overshoot + max(1, round(self.info.fps))
+
+    def _seek_pts(self, pts: int) -> None:
+        self.seeks += 1
+        self._checked_seek(pts, stream=self.stream, backward=True, any_frame=False)
+        self._restart()
+
+    def _rewind(self) -> None:
+        """Back to the first frame. Seeking to the stream's own start time is not enough in
+        MPEG-TS (it can land on the second keyframe), so seek the container to time 0."""
+        self.seeks += 1
+        self._checked_seek(0)
+        self._restart()
+
+    def _reopen(self) -> None:
+        """Start again on a fresh handle of the file (the one opened by the caller stays theirs)."""
+        import av
+
+        if self.container is not self._original:
+            self.container.close()
+        self.container = av.open(self.path, timeout=self.deadline.timeout)
+        self.stream = self.container.streams.video[0]
+        self.stream.thread_type = "AUTO"
+        self._restart()
+
+    def close(self) -> None:
+        if self.container is not self._original:
+            self.container.close()
+
+    def _checked_seek(self, offset: int, **kwargs) -> None:
+        import av
+
+        try:
+            self.container.seek(offset, **kwargs)
+        except av.error.FFmpegError as err:
+            raise _SeekRefused(_reason(err)) from err
+
+    def _restart(self) -> None:
+        self._frames = self._decode()
+        self._pushed_back = None
+        self.position = -1
+
+
+def _collect(
+    reader: _Reader, wanted: np.ndarray, out_size: tuple[int, int], path: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Decode the ``wanted`` (ascending, unique) frames.
+
+    Returns:
+        ``uint8[U, H, W, 3]`` frames, ``int64[U]`` their indices, ``int64[U]`` their pts.
+    """
+    width, height = out_size
+    frames = np.empty((len(wanted), height, width, 3), dtype=np.uint8)  # [U, H, W, 3]
+    got_indices = np.empty(len(wanted), dtype=np.int64)
+    got_pts = np.empty(len(wanted), dtype=np.int64)
+    slot, last, sought = 0, None, -1  # next wanted slot; last decoded (frame, index); last seek target
+    while slot < len(wanted):
+        target = int(wanted[slot])
+        if target != sought and target - reader.position > 1 and reader.worth_seeking(target):
+            reader.seek(target)  # once per target: if it lands early, decode forward from there
+            sought = target
+        frame, index = reader.next_frame()
+        if frame is None:
+            break
+        last = (frame, index)
+        if index < target:
+            continue  # decoded as a reference only: never converted
+        array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)
+        while slot < len(wanted) and wanted[slot] <= index:
+            frames[slot], got_indices[slot], got_pts[slot] = array, index, frame.pts
+            slot += 1
+    logger.debug("%s: %d frames kept, %d decoded, %d seeks", path, slot, reader.decoded, reader.seeks)
+    if slot < len(wanted):
+        _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, path)
+    return frames, got_indices, got_pts
+
+
+def _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, path) -> None:
+    """Stand the last decoded frame in for wanted frames past the real end of the stream."""
+    if last is None:
+        raise MediaDecodeError(f"{path}: no decodable video frames")
+    frame, index = last
+    logger.warning(
+        "%s: stream ended at frame %d, before wanted frame %d; repeating the last frame for %d of %d frames",
+        path,
+        index,
+        int(wanted[slot]),
+        len(wanted) - slot,
+        len(wanted),
+    )
+    width, height = out_size
+    frames[slot:] = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)
+    got_indices[slot:] = index
+    got_pts[slot:] = frame.pts
