@@ -36,6 +36,8 @@ from transformers import (  # noqa: E402
 from videoccam.configuration import CCAMProjectorConfig, VideoCCAMConfig  # noqa: E402
 from videoccam.modeling import VideoCCAMForConditionalGeneration  # noqa: E402
 from videoccam.processing.processor import VideoCCAMProcessor  # noqa: E402
+from videoccam.processing.subtitles import load_subtitles  # noqa: E402
+from videoccam.processing.video import Video, load_video, sample_indices  # noqa: E402
 from videoccam.projector import CCAMProjector  # noqa: E402
 
 AutoConfig.register("videoccam", VideoCCAMConfig, exist_ok=True)
@@ -50,4 +52,8 @@ __all__ += [
     "VideoCCAMConfig",
     "VideoCCAMForConditionalGeneration",
     "VideoCCAMProcessor",
+    "Video",
+    "load_subtitles",
+    "load_video",
+    "sample_indices",
 ]
