@@ -85,14 +85,6 @@ HIDDEN = 32
 T = -1
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run ~100x slower with several intra-op threads on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @functools.lru_cache(maxsize=None)
 def _tiny(family: str) -> torch.nn.Module:

@@ -28,14 +28,6 @@ COMBOS = [(fb, mode, gamma) for fb in (False, True) for mode, gamma in MODES]
 EXTRA_QWEN2 = [(True, "tc", 0.5), (True, "frame", 1.0), (True, "tc", 0.0)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run much faster with one intra-op thread on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def fresh(family="qwen2", fb=False, mode="none", gamma=1.0, impl="sdpa"):
     """A tiny model with large LLM/projector weights; the same weights for every option (same seed)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from os import PathLike
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -22,6 +23,7 @@ from videoccam.errors import ConfigError
 from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, llm_attention_mask, to_hf_attention_mask
 from videoccam.positions import decode_position_ids, decode_step
 from videoccam.positions import position_ids as temporal_position_ids
+from videoccam.processing.video import Video
 from videoccam.projector import CCAMProjector
 
 if TYPE_CHECKING:
@@ -362,7 +364,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
                                             *args: Any, **kwargs: Any) -> dict[str, Any]:
         """GenerationMixin hook: also carry the prefill's ``rope_delta`` to the next decode steps."""
         model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
-        if getattr(outputs, "rope_delta", None) is not None:
+        if isinstance(outputs, VideoCCAMOutput) and outputs.rope_delta is not None:
             model_kwargs["rope_delta"] = outputs.rope_delta
         return model_kwargs
 
@@ -403,7 +405,7 @@ def _media_items(media: Any) -> list:
     if media is None:
         return []
     if isinstance(media, (list, tuple)) and media and all(
-        isinstance(m, (list, tuple, str)) or hasattr(m, "frames") or hasattr(m, "__fspath__") for m in media
+        isinstance(m, (list, tuple, str, PathLike, Video)) for m in media
     ):
         return list(media)
     return [media]

@@ -19,6 +19,7 @@ from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
 from videoccam.processing.chat_templates import KNOWN_STOP_WORDS, get_chat_format
+from videoccam.processing.video import Video, load_video
 
 logger = logging.getLogger(__name__)
 
@@ -194,14 +195,11 @@ class VideoCCAMProcessor(ProcessorMixin):
             if len(item) == 0:
                 raise ValueError("a media item is an empty list of frames")
             return [f.convert("RGB") if isinstance(f, Image.Image) else f for f in item]
-        frames = getattr(item, "frames", None)  # a videoccam Video (duck-typed to avoid importing av)
-        if isinstance(frames, np.ndarray) and frames.ndim == 4:
-            return list(frames)
+        if isinstance(item, Video):
+            return list(item.frames)
         raise ValueError(f"unsupported media item of type {type(item).__name__}")
 
     def _load_path(self, path: Path, video_kwargs: dict[str, Any] | None) -> Frames:
-        from videoccam.processing.video import load_video  # needs the `video` extra (PyAV)
-
         options = {"num_frames": self.num_frames, **(video_kwargs or {})}
         if path.suffix.lower() in IMAGE_SUFFIXES:
             options = {}
