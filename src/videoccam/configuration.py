@@ -14,9 +14,9 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 from videoccam.errors import ConfigError
+from videoccam.positions import decode_step
 
 PROJECTOR_MASKS = ("ccam", "none")
-TEMPORAL_ROPE_MODES = ("none", "tc", "frame")
 
 
 @strict
@@ -142,10 +142,7 @@ class VideoCCAMConfig(PreTrainedConfig):
             )
         if self.image_token_id == self.video_token_id:
             raise ConfigError(f"image_token_id and video_token_id must differ, both are {self.image_token_id}")
-        if self.temporal_rope not in TEMPORAL_ROPE_MODES:
-            raise ConfigError(f"temporal_rope must be one of {TEMPORAL_ROPE_MODES}, got {self.temporal_rope!r}")
-        if self.rope_gamma < 0:
-            raise ConfigError(f"rope_gamma must be >= 0, got {self.rope_gamma}")
+        decode_step(self.temporal_rope, self.rope_gamma)  # ConfigError naming temporal_rope / rope_gamma
         if self.vision_chunk_size is not None and self.vision_chunk_size < 1:
             raise ConfigError(f"vision_chunk_size must be >= 1 or None, got {self.vision_chunk_size}")
         # the LLM decides weight tying; keep the composite flag in sync (as LLaVA does)
