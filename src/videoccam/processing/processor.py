@@ -20,11 +20,12 @@ from transformers import BatchFeature, ProcessorMixin
 
 from videoccam.processing.chat_templates import KNOWN_STOP_WORDS, get_chat_format
 from videoccam.processing.video import Video, load_video
+from videoccam.processing.video_images import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
 IGNORE_INDEX = -100
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+STILL_IMAGE_SUFFIXES = IMAGE_SUFFIXES - {".gif"}  # a GIF may be animated: it gets a <video> placeholder
 
 Frames = list  # a list of PIL images or uint8 [H, W, 3] arrays
 
@@ -170,7 +171,7 @@ class VideoCCAMProcessor(ProcessorMixin):
 
     def _placeholder_for(self, item: Any) -> str:
         single = isinstance(item, Image.Image) or (isinstance(item, np.ndarray) and item.ndim == 3) or (
-            isinstance(item, (str, Path)) and Path(item).suffix.lower() in IMAGE_SUFFIXES
+            isinstance(item, (str, Path)) and Path(item).suffix.lower() in STILL_IMAGE_SUFFIXES
         )
         return self.image_token if single else self.video_token
 
@@ -190,7 +191,7 @@ class VideoCCAMProcessor(ProcessorMixin):
                 return list(item)
             raise ValueError(f"a media array must be [H, W, 3] or [T, H, W, 3], got shape {item.shape}")
         if isinstance(item, (str, Path)):
-            return self._load_path(Path(item), video_kwargs)
+            return list(load_video(item, **{"num_frames": self.num_frames, **(video_kwargs or {})}).frames)
         if isinstance(item, Sequence) and not isinstance(item, str):
             if len(item) == 0:
                 raise ValueError("a media item is an empty list of frames")
@@ -198,12 +199,6 @@ class VideoCCAMProcessor(ProcessorMixin):
         if isinstance(item, Video):
             return list(item.frames)
         raise ValueError(f"unsupported media item of type {type(item).__name__}")
-
-    def _load_path(self, path: Path, video_kwargs: dict[str, Any] | None) -> Frames:
-        options = {"num_frames": self.num_frames, **(video_kwargs or {})}
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            options = {}
-        return list(load_video(path, **options).frames)
 
     def _render(self, messages: list[dict], add_generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
