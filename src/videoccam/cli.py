@@ -28,14 +28,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     placeholders = "".join(
         f"{processor.video_token}\n" for _ in args.video) + "".join(f"{processor.image_token}\n" for _ in args.image)
     messages = [{"role": "user", "content": placeholders + args.question}]
-    video_kwargs = {"num_frames": args.num_frames, "sample": args.sample}
-    inputs = processor(messages, items, video_kwargs=video_kwargs).to(model.device)
-    output = model.generate(
-        **inputs, max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
+    answer = model.chat(
+        messages, items, processor, video_kwargs={"num_frames": args.num_frames, "sample": args.sample},
+        max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
         temperature=args.temperature if args.temperature > 0 else None,
-        eos_token_id=processor.stop_token_ids, pad_token_id=processor.tokenizer.pad_token_id,
-    )
-    print(processor.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+    )[0]
+    print(answer.strip())
     return 0
 
 

@@ -369,8 +369,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         return model_kwargs
 
     @torch.no_grad()
-    def chat(self, messages: list, media: list | None, processor: VideoCCAMProcessor,
-             **generate_kwargs: Any) -> list[str]:
+    def chat(self, messages: list, media: list | None, processor: VideoCCAMProcessor, *,
+             video_kwargs: dict[str, Any] | None = None, **generate_kwargs: Any) -> list[str]:
         """Answer a batch of conversations (the released v1.2 convenience API).
 
         Args:
@@ -382,6 +382,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
                 :class:`~videoccam.processing.video.Video`; or a list of such items (one per
                 placeholder) for several media; ``None`` for none.
             processor: the :class:`~videoccam.processing.processor.VideoCCAMProcessor` of this model.
+            video_kwargs: sampling options for video paths (``num_frames``, ``sample``, ``fps``, ...).
             generate_kwargs: passed to :meth:`generate` (``max_new_tokens``, ``do_sample``, ...).
 
         Returns:
@@ -390,7 +391,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         if messages and isinstance(messages[0], dict):  # one conversation
             messages, media = [messages], None if media is None else [media]
         items = None if media is None else [_media_items(m) for m in media]
-        inputs = processor(messages, items, add_generation_prompt=True, padding_side="left", return_tensors="pt")
+        inputs = processor(messages, items, add_generation_prompt=True, padding_side="left", return_tensors="pt",
+                           video_kwargs=video_kwargs)
         inputs = inputs.to(self.device)
         generate_kwargs.setdefault("eos_token_id", processor.stop_token_ids)
         generate_kwargs.setdefault("pad_token_id", processor.tokenizer.pad_token_id)
