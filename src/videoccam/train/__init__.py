@@ -1,0 +1,1 @@
+"""Two-stage training (align: projector only; instruct: projector + LLM LoRA/full) on torchrun."""
