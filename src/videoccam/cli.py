@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -43,6 +44,25 @@ def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
 
     path = make_tiny_checkpoint(args.out, text_family=args.text_family, seed=args.seed, **_temporal_overrides(args))
     print(path)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model (stage align or instruct) from a YAML config; run under torchrun for several processes."""
+    from videoccam.configs import resolve_config, shipped_configs
+
+    if args.list_configs:
+        for name, path in shipped_configs().items():
+            print(f"{name}\t{path}")
+        return 0
+    if args.config is None:
+        raise ValueError("a CONFIG (a YAML file or a shipped config name; see --list-configs) is required")
+    from videoccam.train import load_config, train
+
+    config = load_config(resolve_config(args.config), args.overrides)
+    final = train(config, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(final)
     return 0
 
 
@@ -89,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     _add_temporal_flags(tiny)
     tiny.set_defaults(func=cmd_make_tiny_checkpoint)
+    trainer = sub.add_parser("train", help=cmd_train.__doc__)
+    trainer.add_argument("config", nargs="?", help="YAML config file or shipped config name")
+    trainer.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.lr=2e-4")
+    trainer.add_argument("--resume", nargs="?", const="latest", default=None,
+                         help="continue from the newest checkpoint of output.dir (or the given checkpoint folder)")
+    trainer.add_argument("--list-configs", action="store_true", help="list the shipped configs and exit")
+    trainer.set_defaults(func=cmd_train)
     return parser
 
 

@@ -1,0 +1,105 @@
+"""Resumable checkpoints: written atomically (temp folder + rename), the last K kept.
+
+A checkpoint ``<run>/checkpoints/step-00000042/`` holds what an exact resume needs and nothing the
+config can rebuild: the trainable parameters (``trainable.safetensors``; frozen weights come back
+from the config's sources), the optimizer state (``optimizer.pt``, keyed by parameter name), the
+scheduler, sampler and counters (``trainer_state.pt``), and every rank's RNG states
+(``rng-<rank>.pt``). State dicts go through ``torch.distributed.checkpoint.state_dict`` so DDP,
+FSDP2 and single-process runs save and load the same full (unsharded) tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
+
+from videoccam.errors import ConfigError
+from videoccam.train.distributed import DistContext
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+PREFIX = "step-"
+COMPLETE = "COMPLETE"
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (interrupted writes are ignored)."""
+    root = run_dir / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / COMPLETE).is_file()]
+    return sorted(found, key=lambda p: int(p.name[len(PREFIX):]))
+
+
+def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    trainer_state: dict[str, Any], ctx: DistContext, keep_last: int) -> Path:
+    """Write checkpoint ``step`` atomically (every rank must call this) and prune to ``keep_last``."""
+    root = run_dir / CHECKPOINT_DIR
+    final = root / f"{PREFIX}{step:08d}"
+    tmp = root / f".tmp-{PREFIX}{step:08d}"
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+    model_state, optim_state = get_state_dict(model, optimizer, options=options)  # collective under FSDP
+    if ctx.is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "trainable.safetensors")
+        torch.save(optim_state, tmp / "optimizer.pt")
+        torch.save(trainer_state, tmp / "trainer_state.pt")
+    ctx.barrier()
+    torch.save(rng_state(), tmp / f"rng-{ctx.rank}.pt")
+    ctx.barrier()
+    if ctx.is_main:
+        (tmp / COMPLETE).write_text(f"{ctx.world_size}\n")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)  # atomic on one filesystem: a checkpoint is either whole or absent
+        for old in list_checkpoints(run_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info("saved checkpoint %s", final)
+    ctx.barrier()
+    return final
+
+
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    ctx: DistContext) -> dict[str, Any]:
+    """Restore model (trainable part) and optimizer; return the trainer state, with this rank's RNG
+    states under ``"rng"`` (to be set by the caller once its data iterator exists, see the trainer)."""
+    if not (path / COMPLETE).is_file():
+        raise ConfigError(f"{path} is not a complete checkpoint (no {COMPLETE} marker)")
+    saved_world = int((path / COMPLETE).read_text().split()[0])
+    if saved_world != ctx.world_size:
+        raise ConfigError(f"{path} was written by {saved_world} processes but this run has {ctx.world_size}; "
+                          "an exact resume needs the same number of processes")
+    model_state = load_file(path / "trainable.safetensors")
+    optim_state = torch.load(path / "optimizer.pt", weights_only=False)
+    options = StateDictOptions(full_state_dict=True, ignore_frozen_params=True, strict=False)
+    set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state, options=options)
+    trainer_state = torch.load(path / "trainer_state.pt", weights_only=False)
+    trainer_state["rng"] = torch.load(path / f"rng-{ctx.rank}.pt", weights_only=False)
+    return trainer_state

@@ -1,0 +1,304 @@
+"""Training: config, stages, loss masking, torchrun DDP/FSDP2 (gloo), exact resume, overfitting, export."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from videoccam.configs import resolve_config, shipped_configs
+from videoccam.errors import ConfigError
+from videoccam.processing.video_synth import write_test_video
+from videoccam.testing import make_tiny_tokenizer
+from videoccam.train import load_config, load_trained, train
+from videoccam.train.build import apply_stage, build_model
+from videoccam.train.config import TrainConfig
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
+       "PYTHONWARNINGS": "ignore"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    """A tokenizer folder and 8 LLaVA records (videos and images mixed) under one root."""
+    root = tmp_path_factory.mktemp("train-data")
+    make_tiny_tokenizer().save_pretrained(root / "tok")
+    (root / "media").mkdir()
+    records = []
+    for i in range(8):
+        if i % 3 == 2:
+            pixels = np.random.default_rng(i).integers(0, 255, (40, 40, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / "media" / f"img{i}.png")
+            records.append({"id": f"s{i}", "image": f"img{i}.png", "conversations": [
+                {"from": "human", "value": "<image>\ndescribe the clip ."},
+                {"from": "gpt", "value": "a green triangle" + " red" * (i % 4)}]})
+        else:
+            write_test_video(root / "media" / f"v{i}.mp4", num_frames=12 + i, fps=10)
+            records.append({"id": f"s{i}", "video": f"v{i}.mp4", "conversations": [
+                {"from": "human", "value": "<video>\nwhat happens in the video ?"},
+                {"from": "gpt", "value": "the red square moves left" + " then the blue circle appears" * (i % 2)}]})
+    (root / "data.json").write_text(json.dumps(records))
+    return root
+
+
+def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
+    return [f"model.tokenizer={root / 'tok'}", f"data.train={root / 'data.json'}",
+            f"data.media_root={root / 'media'}", f"output.dir={out}", *extra]
+
+
+def _config(root: Path, out: Path, name: str = "tiny-align", *extra: str) -> TrainConfig:
+    return load_config(resolve_config(name), _overrides(root, out, *extra))
+
+
+def _trainable(run: Path, step: int) -> dict[str, torch.Tensor]:
+    return load_file(run / "checkpoints" / f"step-{step:08d}" / "trainable.safetensors")
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: float) -> None:
+    assert a.keys() == b.keys()
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst <= atol, worst
+
+
+def _torchrun(nproc: int, args: list[str]) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--standalone",
+           "-m", "videoccam.cli", "train", *args]
+    if nproc == 1:
+        cmd = [sys.executable, "-m", "videoccam.cli", "train", *args]
+    result = subprocess.run(cmd, check=False, env=ENV, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+# ---------------------------------------------------------------- config
+def test_shipped_configs_parse():
+    names = shipped_configs()
+    assert {"qwen2.5-7b-stage1", "qwen2.5-7b-stage2", "phi3.5-mini-stage1", "phi3.5-mini-stage2",
+            "tiny-align", "tiny-instruct"} <= names.keys()
+    for name, path in names.items():
+        config = load_config(path, ["data.train=x.json", "model.tokenizer=tok"] if name.startswith("tiny") else [])
+        assert config.stage.name in ("align", "instruct")
+    stage2 = load_config(names["qwen2.5-7b-stage2"])
+    assert (stage2.stage.llm_mode, stage2.stage.llm_lora.r, stage2.stage.llm_lora.alpha) == ("lora", 512, 256)
+    assert (stage2.stage.train_vision, stage2.stage.vision_lora.r, stage2.optim.lr) == ("lora", 64, 2e-4)
+
+
+@pytest.mark.parametrize("override, message", [
+    (["optim.lrr=1"], "optim.lrr"),
+    (["optim.lr=fast"], "optim.lr"),
+    (["stage.train_llm=half"], "stage.train_llm"),
+    (["stage.name=align", "stage.train_llm=lora"], "stage.train_llm"),
+    (["optim.micro_batch_size=0"], "optim.micro_batch_size"),
+    (["data.train="], "data.train"),
+    (["engine.precision=fp8"], "engine.precision"),
+])
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(resolve_config("tiny-align"), ["data.train=x.json", "model.tokenizer=tok", *override])
+
+
+def test_overrides_are_typed_and_saved(dataset, tmp_path):
+    config = _config(dataset, tmp_path, "tiny-instruct", "optim.lr=2e-4", "stage.llm_lora.r=4",
+                     "optim.betas=[0.9, 0.95]")
+    assert config.optim.lr == 2e-4 and config.stage.llm_lora.r == 4 and config.optim.betas == (0.9, 0.95)
+
+
+# ---------------------------------------------------------------- stages
+def _stage_model(dataset: Path, tmp_path: Path, name: str, *extra: str):
+    config = _config(dataset, tmp_path, name, *extra)
+    model, processor = build_model(config.model, config.data.num_frames)
+    apply_stage(model, config.stage)
+    return model, processor
+
+
+def _one_backward(model, processor, dataset: Path):
+    records = json.loads((dataset / "data.json").read_text())
+    record = records[0]
+    conv = [{"role": "user", "content": record["conversations"][0]["value"]},
+            {"role": "assistant", "content": record["conversations"][1]["value"]}]
+    batch = processor([conv], [[str(dataset / "media" / record["video"])]], add_generation_prompt=False,
+                      return_labels=True, padding_side="right", video_kwargs={"num_frames": 4})
+    model.train()
+    out = model(**batch)
+    out.logits.retain_grad()
+    out.loss.backward()
+    return batch, out
+
+
+@pytest.mark.parametrize("name, extra, trained", [
+    ("tiny-align", (), {"projector"}),
+    ("tiny-instruct", (), {"projector", "lora"}),
+    ("tiny-instruct", ("stage.train_llm=full",), {"projector", "language_model"}),
+    ("tiny-instruct", ("stage.train_vision=lora", "stage.vision_lora.r=4"), {"projector", "lora"}),
+])
+def test_only_the_stage_parameters_get_gradients(dataset, tmp_path, name, extra, trained):
+    model, processor = _stage_model(dataset, tmp_path, name, *extra)
+    _one_backward(model, processor, dataset)
+    for pname, param in model.named_parameters():
+        kind = "projector" if pname.startswith("projector.") else "lora" if "lora_" in pname else pname.split(".")[0]
+        if kind in trained:
+            assert param.requires_grad and param.grad is not None, pname
+        else:
+            assert not param.requires_grad and param.grad is None, pname
+    names = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" in n]
+    if "stage.train_vision=lora" in extra:
+        assert any(n.startswith("vision_model.") for n in names) and any(n.startswith("language_model.") for n in names)
+    elif "lora" in trained:
+        assert names and all(n.startswith("language_model.") for n in names)
+
+
+def test_prompt_and_visual_positions_carry_no_loss(dataset, tmp_path):
+    model, processor = _stage_model(dataset, tmp_path, "tiny-instruct")
+    batch, out = _one_backward(model, processor, dataset)
+    labelled_next = batch["labels"][0, 1:] != -100  # position t predicts token t+1
+    grad_rows = out.logits.grad[0, :-1].abs().sum(-1) != 0  # [S-1]
+    assert torch.equal(grad_rows, labelled_next)
+    visual = (batch["input_ids"][0] == model.config.video_token_id)
+    assert int(visual.sum()) == model.config.num_visual_tokens and not bool(batch["labels"][0][visual].ne(-100).any())
+    answer = processor.tokenizer.decode(batch["labels"][0][batch["labels"][0] != -100])
+    assert answer == "the red square moves left<|im_end|>\n"  # the answer and the template's end of turn
+
+
+# ---------------------------------------------------------------- the loop
+def test_overfitting_one_batch_drops_the_loss_by_90_percent(dataset, tmp_path):
+    config = _config(dataset, tmp_path / "run", "tiny-instruct", "stage.train_llm=full", "optim.lr=3e-3",
+                     "optim.max_steps=80", "optim.micro_batch_size=2", "output.save_every=0",
+                     "data.sample=uniform", "data.seed=3")
+    # one batch: a 2-sample dataset, so every step sees the same two samples
+    records = json.loads((dataset / "data.json").read_text())[:2]
+    small = tmp_path / "two.json"
+    small.write_text(json.dumps(records))
+    config.data.train = str(small)
+    train(config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 80
+    assert losses[-1] <= 0.1 * losses[0], (losses[0], losses[-1])
+
+
+def test_log_records_and_bad_samples_are_skipped_and_counted(dataset, tmp_path):
+    records = json.loads((dataset / "data.json").read_text())
+    records[1] = {**records[1], "video": "missing.mp4"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(records))
+    config = _config(dataset, tmp_path / "run", "tiny-align", "optim.max_steps=4", "optim.micro_batch_size=2")
+    config.data.train = str(bad)
+    final = train(config)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps = [r for r in log if "loss" in r]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4]
+    for key in ("loss", "lr", "grad_norm", "samples_per_s", "tokens_per_s", "memory_mib", "skipped"):
+        assert all(np.isfinite(r[key]) for r in steps), key
+    assert steps[-1]["skipped"] == 1 and sum(r["samples"] for r in steps) == 7
+    assert (final / "config.json").is_file() and (tmp_path / "run" / "config.yaml").is_file()
+
+
+def test_gradient_checkpointing_gives_the_same_step(dataset, tmp_path):
+    runs = []
+    for flag in ("false", "true"):
+        out = tmp_path / flag
+        train(_config(dataset, out, "tiny-instruct", "optim.max_steps=2", f"engine.gradient_checkpointing={flag}"))
+        runs.append(_trainable(out, 2))
+    _assert_close(*runs, atol=1e-6)
+
+
+def test_two_processes_equal_one_process_on_the_same_global_batch(dataset, tmp_path):
+    """torchrun (gloo): 2 x micro-batch 1 == 1 x micro-batch 2; both ranks hold identical weights."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    _torchrun(1, ["tiny-instruct", *_overrides(dataset, one, "optim.micro_batch_size=2")])
+    _torchrun(2, ["tiny-instruct", *_overrides(dataset, two, "optim.micro_batch_size=1")])
+    _assert_close(_trainable(one, 4), _trainable(two, 4), atol=1e-5)
+    end = [json.loads(line) for line in (two / "log.jsonl").read_text().splitlines()][-1]
+    digests = end["rank_weight_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    # the same global batch over accumulation: 1 process x 2 micro-steps of 1
+    acc = tmp_path / "acc"
+    _torchrun(1, ["tiny-instruct", *_overrides(dataset, acc, "optim.micro_batch_size=1", "optim.grad_accum=2")])
+    _assert_close(_trainable(one, 4), _trainable(acc, 4), atol=1e-5)
+
+
+def test_fsdp2_equals_one_process(dataset, tmp_path):
+    one, fsdp = tmp_path / "one", tmp_path / "fsdp"
+    train(_config(dataset, one, "tiny-instruct", "optim.micro_batch_size=2"))
+    _torchrun(2, ["tiny-instruct", *_overrides(dataset, fsdp, "optim.micro_batch_size=1", "engine.strategy=fsdp")])
+    _assert_close(_trainable(one, 4), _trainable(fsdp, 4), atol=1e-5)
+    _assert_close(load_file(one / "final" / "model.safetensors"), load_file(fsdp / "final" / "model.safetensors"),
+                  atol=1e-5)
+
+
+def test_kill_and_resume_equals_an_uninterrupted_run(dataset, tmp_path):
+    """SIGKILL mid-run (after a checkpoint), then --resume: the final weights equal an uninterrupted run's.
+    LoRA dropout, random frame sampling and two epochs exercise the RNG, data and epoch state."""
+    extra = ("optim.max_steps=8", "optim.micro_batch_size=2", "output.save_every=1", "output.keep_last=2",
+             "stage.llm_lora.dropout=0.1", "optim.warmup_ratio=0.25")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    train(_config(dataset, straight, "tiny-instruct", *extra))
+    cmd = [sys.executable, "-m", "videoccam.cli", "train", "tiny-instruct", *_overrides(dataset, killed, *extra)]
+    proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = killed / "checkpoints" / "step-00000003" / "COMPLETE"
+    deadline = time.monotonic() + 240
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert target.exists() and not (killed / "final").exists(), "the run ended before it could be killed"
+    kept = sorted(p.name for p in (killed / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert len(kept) <= 2
+    subprocess.run([*cmd, "--resume"], env=ENV, check=True, capture_output=True, timeout=240)
+    _assert_close(_trainable(straight, 8), _trainable(killed, 8), atol=1e-6)
+    steps = [json.loads(line)["step"] for line in (killed / "log.jsonl").read_text().splitlines()]
+    assert steps[-1] == 8
+
+
+def test_resume_refuses_a_changed_config(dataset, tmp_path):
+    train(_config(dataset, tmp_path, "tiny-align", "optim.max_steps=2"))
+    with pytest.raises(ConfigError, match="optim.lr"):
+        train(_config(dataset, tmp_path, "tiny-align", "optim.max_steps=4", "optim.lr=0.5"), resume=True)
+
+
+def test_resuming_a_finished_run_changes_nothing(dataset, tmp_path):
+    """Resuming a finished run with the same config does nothing more (its last checkpoint is final)."""
+    train(_config(dataset, tmp_path, "tiny-align", "optim.max_steps=2"))
+    before = _trainable(tmp_path, 2)
+    train(_config(dataset, tmp_path, "tiny-align", "optim.max_steps=2"), resume=True)
+    _assert_close(before, _trainable(tmp_path, 2), atol=0.0)
+
+
+# ---------------------------------------------------------------- outputs
+def _logits(model, processor, dataset: Path) -> torch.Tensor:
+    conv = [{"role": "user", "content": "<video>\nwhat happens in the video ?"}]
+    batch = processor([conv], [[str(dataset / "media" / "v0.mp4")]], video_kwargs={"num_frames": 4})
+    with torch.no_grad():
+        return model.eval()(**batch).logits
+
+
+def test_merged_and_adapter_outputs_load_to_the_same_model(dataset, tmp_path):
+    merged = train(_config(dataset, tmp_path / "merged", "tiny-instruct", "stage.train_vision=lora"))
+    adapter = train(_config(dataset, tmp_path / "adapter", "tiny-instruct", "stage.train_vision=lora",
+                            "stage.save_adapter=true"))
+    assert (adapter / "adapters" / "language_model" / "adapter_config.json").is_file()
+    assert (adapter / "adapters" / "vision_model" / "adapter_config.json").is_file()
+    assert not (adapter / "model.safetensors").exists()
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    m1 = AutoModelForImageTextToText.from_pretrained(merged)
+    m2, p2 = load_trained(adapter)
+    torch.testing.assert_close(_logits(m1, AutoProcessor.from_pretrained(merged), dataset),
+                               _logits(m2, p2, dataset), atol=1e-5, rtol=1e-5)
+    # a next stage can start from either output
+    config = _config(dataset, tmp_path / "next", "tiny-instruct", "optim.max_steps=1")
+    config.model.tokenizer = None
+    config.model.from_scratch = False
+    config.model.checkpoint = str(adapter)
+    config.model.vision_config, config.model.text_config = {}, {}
+    assert (train(config) / "model.safetensors").is_file()
