@@ -65,6 +65,28 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(final)
     return 0
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """Check a LLaVA JSON/JSONL training file: one line per problem; exit 1 if any, 0 if clean."""
+    from videoccam.train.data import run_data_check
+
+    processor = None
+    if args.model is not None:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(args.model)
+    elif args.max_length is not None:
+        print("videoccam data check: error: --max-length needs --model (its tokenizer counts the tokens)",
+              file=sys.stderr)
+        return 2
+    report = run_data_check(args.file, processor, media_root=args.media_root, max_length=args.max_length,
+                            num_frames=args.num_frames, decode=not args.no_decode)
+    for p in report.problems:
+        print(f"{args.file}:{p.line}: {p.kind}: {p.message}" + ("" if p.id is None else f" (id {p.id})"))
+    counts = ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts().items()))
+    print(f"{args.file}: {report.num_records} records, {len(report.problems)} problems" + (
+        f" ({counts})" if counts else ""))
+    return 1 if report.problems else 0
+
 
 def _temporal_overrides(args: argparse.Namespace) -> dict:
     """TC-LLaVA options given on the command line (absent ones keep the checkpoint's config)."""
@@ -116,6 +138,18 @@ def build_parser() -> argparse.ArgumentParser:
                          help="continue from the newest checkpoint of output.dir (or the given checkpoint folder)")
     trainer.add_argument("--list-configs", action="store_true", help="list the shipped configs and exit")
     trainer.set_defaults(func=cmd_train)
+
+    data = sub.add_parser("data", help="training data tools")
+    data_check = data.add_subparsers(dest="data_command", required=True).add_parser(
+        "check", help=cmd_data_check.__doc__, description=cmd_data_check.__doc__)
+    data_check.add_argument("file", help="LLaVA-format .json (a list of records) or .jsonl file")
+    data_check.add_argument("--media-root", help="folder of relative media paths (default: the file's folder)")
+    data_check.add_argument("--model", help="checkpoint folder (or hub id) whose processor counts tokens; "
+                            "without it, token lengths are not checked")
+    data_check.add_argument("--max-length", type=int, help="report records over N tokens (needs --model)")
+    data_check.add_argument("--num-frames", type=int, default=16, help="frames decoded per video (default 16)")
+    data_check.add_argument("--no-decode", action="store_true", help="only check that media files exist")
+    data_check.set_defaults(func=cmd_data_check)
     return parser
 
 

@@ -342,8 +342,16 @@ class _Reader:
         self._restart()
 
     def close(self) -> None:
+        self._close_frames()
         if self.container is not self._original:
             self.container.close()
+
+    def _close_frames(self) -> None:
+        """Close the frame generator now. It and ``self`` form a reference cycle; left to the cyclic
+        GC, its PyAV frames (and their swscale contexts with slice threads) could be freed later in a
+        forked process (a DataLoader worker), where those threads do not exist: a segfault."""
+        self._frames.close()
+        self._pushed_back = None
 
     def _checked_seek(self, offset: int, **kwargs) -> None:
         import av
@@ -354,6 +362,7 @@ class _Reader:
             raise _SeekRefused(_reason(err)) from err
 
     def _restart(self) -> None:
+        self._close_frames()
         self._frames = self._decode()
         self._pushed_back = None
         self.position = -1
