@@ -1,12 +1,28 @@
-"""The `videoccam` command through its real entry point (a subprocess, as a user runs it)."""
+"""The `videoccam` command through its real entry points: a subprocess, as a user runs it, and main()."""
 
+import io
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from transformers import AutoProcessor
+
+import videoccam.assets
+from videoccam.cli import main
+from videoccam.modeling import VideoCCAMForConditionalGeneration
+from videoccam.session import ChatSession
+from videoccam.testing import make_tiny_checkpoint
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "counter.mp4"
 
@@ -50,3 +66,111 @@ def test_flash_attention_with_block_mask_is_refused(tc_checkpoint):
 def test_help():
     for args in ([], ["chat"], ["make-tiny-checkpoint"]):
         assert run(*args, "--help").returncode == 0
+
+
+# --- in-process: videoccam.cli.main ----------------------------------------------------------------
+QUESTIONS = ("what happens in the video ?", "which colour came first ?")
+CHAT_FLAGS = ("--num-frames", "6", "--max-new-tokens", "8")
+
+
+@pytest.fixture(scope="module")
+def strong_checkpoint(tmp_path_factory):
+    """Large weights, TC options on: answers are many distinct tokens and depend on the history."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("cli") / "strong", frame_block_mask=True,
+                                temporal_rope="tc", text_config={"initializer_range": 0.3},
+                                projector_config={"initializer_range": 0.3})
+
+
+@pytest.fixture(scope="module")
+def expected(strong_checkpoint):
+    """What the library answers to QUESTIONS, in one conversation about EXAMPLE (loaded as the CLI does)."""
+    model = VideoCCAMForConditionalGeneration.from_pretrained(strong_checkpoint, dtype=torch.float32).eval()
+    session = ChatSession(model, AutoProcessor.from_pretrained(strong_checkpoint), [EXAMPLE],
+                          video_kwargs={"num_frames": 6, "sample": "uniform"})
+    answers = [session.ask(q, max_new_tokens=8, do_sample=False).strip() for q in QUESTIONS]
+    assert all(len(set(a)) > 2 for a in answers) and answers[0] != answers[1]
+    return answers
+
+
+class Spy(io.StringIO):
+    """A stdout that records each write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[str] = []
+
+    def write(self, s: str) -> int:
+        self.pieces.append(s)
+        return super().write(s)
+
+
+def test_stream_and_no_stream_print_the_same(strong_checkpoint, expected, monkeypatch):
+    printed = {}
+    for flag in ("--stream", "--no-stream"):
+        out = Spy()
+        monkeypatch.setattr(sys, "stdout", out)
+        assert main(["chat", "--model", str(strong_checkpoint), "--video", str(EXAMPLE), *CHAT_FLAGS, flag,
+                     QUESTIONS[0]]) == 0
+        printed[flag] = out
+    assert printed["--stream"].getvalue() == printed["--no-stream"].getvalue() == expected[0] + "\n"
+    assert len([p for p in printed["--stream"].pieces if p]) > 3  # written piece by piece
+    assert len([p for p in printed["--no-stream"].pieces if p]) <= 2  # written once
+
+
+def test_interactive_mode_through_main(strong_checkpoint, expected, monkeypatch, capsys):
+    base = ["chat", "--model", str(strong_checkpoint), "--video", str(EXAMPLE), *CHAT_FLAGS]
+    for stdin, argv, answers in [
+        ("\n".join(QUESTIONS) + "\n", base, expected),  # no question: read stdin to EOF
+        (f"{QUESTIONS[0]}\nexit\n{QUESTIONS[1]}\n", [*base, "--no-stream"], expected[:1]),  # "exit" ends
+        (f"  {QUESTIONS[1]}  \n\n{QUESTIONS[0]}\n", [*base, "-i", QUESTIONS[0]], expected),  # -i + question
+    ]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+        assert main(argv) == 0
+        assert capsys.readouterr().out == "".join(f"{a}\n" for a in answers)
+
+
+def test_interactive_mode_in_a_subprocess(strong_checkpoint, expected):
+    done = subprocess.run(
+        [sys.executable, "-m", "videoccam.cli", "chat", "--model", str(strong_checkpoint), "--video", str(EXAMPLE),
+         *CHAT_FLAGS], input="\n".join(QUESTIONS) + "\n", capture_output=True, text=True, timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "".join(f"{a}\n" for a in expected)  # two answers, no prompt (stdin is a pipe)
+
+
+def test_default_model(strong_checkpoint, expected, tmp_path, monkeypatch, capsys):
+    argv = ["chat", "--video", str(EXAMPLE), *CHAT_FLAGS, QUESTIONS[0]]
+    missing = tmp_path / "not-there"
+    monkeypatch.setattr(videoccam.assets, "DEFAULT_MODEL_DIR", missing)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "--model" in err and "Traceback" not in err
+
+    incomplete = tmp_path / "incomplete"
+    incomplete.mkdir()
+    shutil.copy(strong_checkpoint / "config.json", incomplete)
+    monkeypatch.setattr(videoccam.assets, "DEFAULT_MODEL_DIR", incomplete)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert str(incomplete) in err and "model.safetensors" in err and "processor_config.json" in err
+
+    monkeypatch.setattr(videoccam.assets, "DEFAULT_MODEL_DIR", strong_checkpoint)
+    assert videoccam.assets.default_model_path() == strong_checkpoint
+    assert main(argv) == 0
+    assert capsys.readouterr().out == expected[0] + "\n"
+
+
+def test_sampling_flags(strong_checkpoint, capsys):
+    base = ["chat", "--model", str(strong_checkpoint), "--video", str(EXAMPLE), *CHAT_FLAGS, "--no-stream"]
+    assert main([*base, "--temperature", "0.8", "--top-p", "0.9", QUESTIONS[0]]) == 0
+    assert capsys.readouterr().out.strip()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*base, "--temperature", "0.8", "--top-p", "1.5", QUESTIONS[0]])
+    assert exit_info.value.code == 2 and "--top-p" in capsys.readouterr().err
+
+
+def test_package_data_ships_the_default_model():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "default_model/*" in pyproject["tool"]["setuptools"]["package-data"]["videoccam.assets"]
+    assert videoccam.assets.DEFAULT_MODEL_DIR.parent == Path(videoccam.assets.__file__).resolve().parent

@@ -6,36 +6,86 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 logger = logging.getLogger("videoccam")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    """Answer one question about the given videos/images."""
+    """Answer questions about videos/images: one question, or a conversation read from stdin."""
     import torch
     from transformers import AutoProcessor
 
+    from videoccam.assets import default_model_path
     from videoccam.modeling import VideoCCAMForConditionalGeneration
+    from videoccam.session import AnswerStreamer, ChatSession
 
-    dtype = getattr(torch, args.dtype)
+    model_path = args.model if args.model is not None else str(default_model_path())
     model = VideoCCAMForConditionalGeneration.from_pretrained(
-        args.model, dtype=dtype, device_map=args.device, attn_implementation=args.attn_implementation,
-        **_temporal_overrides(args),
+        model_path, dtype=getattr(torch, args.dtype), device_map=args.device,
+        attn_implementation=args.attn_implementation, **_temporal_overrides(args),
     )
-    processor = AutoProcessor.from_pretrained(args.model)
+    processor = AutoProcessor.from_pretrained(model_path)
     model.eval()
-    items = [*args.video, *args.image]
-    placeholders = "".join(
-        f"{processor.video_token}\n" for _ in args.video) + "".join(f"{processor.image_token}\n" for _ in args.image)
-    messages = [{"role": "user", "content": placeholders + args.question}]
-    answer = model.chat(
-        messages, items, processor, video_kwargs={"num_frames": args.num_frames, "sample": args.sample},
-        max_new_tokens=args.max_new_tokens, do_sample=args.temperature > 0,
-        temperature=args.temperature if args.temperature > 0 else None,
-    )[0]
-    print(answer.strip())
+    session = ChatSession(  # decodes and encodes the media once, for every question
+        model, processor, [*args.video, *args.image], kinds=["video"] * len(args.video) + ["image"] * len(args.image),
+        video_kwargs={"num_frames": args.num_frames, "sample": args.sample},
+    )
+    generate_kwargs = _generate_kwargs(args)
+
+    def answer(question: str) -> None:
+        if args.stream:  # the streamer writes the stripped answer and a newline, as the print below
+            session.ask(question, streamer=AnswerStreamer(processor.tokenizer), **generate_kwargs)
+        else:
+            print(session.ask(question, **generate_kwargs).strip(), flush=True)
+
+    if args.question is not None:
+        answer(args.question)
+    if args.interactive or args.question is None:
+        for question in _read_questions():
+            answer(question)
     return 0
+
+
+def _generate_kwargs(args: argparse.Namespace) -> dict:
+    """Sampling flags -> generate kwargs (temperature 0 = greedy; top-p only applies when sampling)."""
+    if args.temperature <= 0:
+        return {"max_new_tokens": args.max_new_tokens, "do_sample": False}
+    kwargs = {"max_new_tokens": args.max_new_tokens, "do_sample": True, "temperature": args.temperature}
+    if args.top_p is not None:
+        kwargs["top_p"] = args.top_p
+    return kwargs
+
+
+def _probability(text: str) -> float:
+    """argparse type: a float in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
+    return value
+
+
+def _read_questions() -> Iterator[str]:
+    """Questions from stdin, one a line, until EOF, an empty line, "exit" or "quit".
+
+    On a terminal the prompt ``> `` is shown (with line editing); piped input gets no prompt.
+    """
+    tty = sys.stdin.isatty()
+    while True:
+        if tty:
+            try:
+                line = input("> ")
+            except EOFError:
+                print()
+                return
+        else:
+            line = sys.stdin.readline()
+            if not line:
+                return
+        question = line.strip()
+        if not question or question.lower() in ("exit", "quit"):
+            return
+        yield question
 
 
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
@@ -110,14 +160,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     chat = sub.add_parser("chat", help=cmd_chat.__doc__)
-    chat.add_argument("question")
-    chat.add_argument("--model", required=True, help="checkpoint folder (or hub id where the hub is reachable)")
+    chat.add_argument("question", nargs="?", default=None,
+                      help="the question; without it, questions are read from stdin (interactive mode)")
+    chat.add_argument("-i", "--interactive", action="store_true",
+                      help="after QUESTION (if given), keep reading questions from stdin, one a line, with the "
+                      "conversation's history, until EOF, an empty line or 'exit'; the media are encoded once")
+    chat.add_argument("--model", default=None,
+                      help="checkpoint folder, or hub id where the hub is reachable (default: the bundled model)")
     chat.add_argument("--video", action="append", default=[], help="video file or frame folder (repeatable)")
     chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
     chat.add_argument("--num-frames", type=int, default=16, help="frames sampled per video (default 16)")
     chat.add_argument("--sample", default="uniform", choices=["uniform", "fps", "random"])
     chat.add_argument("--max-new-tokens", type=int, default=256)
     chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    chat.add_argument("--top-p", type=_probability, default=None,
+                      help="nucleus sampling threshold, with --temperature > 0 (default: the model's)")
+    chat.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                      help="print the answer as it is generated (default); --no-stream prints it when done")
     chat.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     chat.add_argument("--device", default="cpu", help="device_map for from_pretrained: cpu, cuda, auto")
     chat.add_argument("--attn-implementation", default="sdpa",
@@ -164,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (VideoCCAMError, ValueError, OSError, ImportError) as err:  # bad input: a message, not a traceback
         print(f"videoccam {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

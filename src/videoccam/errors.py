@@ -16,6 +16,10 @@ class ConfigError(VideoCCAMError, ValueError):
     """A configuration value is missing, of the wrong type, or inconsistent (message names the key)."""
 
 
+class ModelNotFoundError(VideoCCAMError, FileNotFoundError):
+    """A model folder (e.g. the bundled default model) is missing or incomplete (message names the path)."""
+
+
 class MediaError(VideoCCAMError):
     """Base class for problems with a video, image or subtitle input (message names the source)."""
 

@@ -24,7 +24,7 @@ from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, llm_attention_mas
 from videoccam.positions import decode_position_ids, decode_step
 from videoccam.positions import position_ids as temporal_position_ids
 from videoccam.processing.video import Video
-from videoccam.projector import CCAMProjector
+from videoccam.projector import CCAMProjector, ProjectorOutput
 
 if TYPE_CHECKING:
     from videoccam.processing.processor import VideoCCAMProcessor
@@ -161,34 +161,50 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         ]  # each [n, P, Dv]
         return torch.cat(feats)  # [N, P, Dv]
 
-    def get_visual_embeds(self, pixel_values: torch.Tensor, frame_counts: list[int] | torch.Tensor):
-        """Frames -> :class:`~videoccam.projector.ProjectorOutput` (``embeds [M, Q, D]``, ``frame_ids [M, Q]``)."""
+    def get_visual_embeds(self, pixel_values: torch.Tensor,
+                          frame_counts: list[int] | torch.Tensor) -> ProjectorOutput:
+        """Frames -> :class:`~videoccam.projector.ProjectorOutput` (``embeds [M, Q, D]``, ``frame_ids [M, Q]``).
+
+        The result can be passed back as ``visual_embeds=`` to :meth:`forward`, :meth:`merge_visual`,
+        :meth:`generate` and :meth:`chat` in place of ``pixel_values`` / ``frame_counts``, so that the
+        same media are encoded once for several prompts (see :class:`videoccam.session.ChatSession`).
+        """
         return self.projector(self.encode_frames(pixel_values), frame_counts)
 
     def merge_visual(self, input_ids: torch.Tensor, inputs_embeds: torch.Tensor,
                      pixel_values: torch.Tensor | None,
-                     frame_counts: list[int] | torch.Tensor | None) -> MultimodalEmbeddings:
+                     frame_counts: list[int] | torch.Tensor | None,
+                     visual_embeds: ProjectorOutput | None = None) -> MultimodalEmbeddings:
         """Scatter each media item's Q visual tokens into its Q placeholder positions.
 
-        Media items are matched to runs of placeholders in reading order (sample 0 first).
+        Media items are matched to runs of placeholders in reading order (sample 0 first). The
+        visual tokens come from ``pixel_values`` / ``frame_counts`` (encoded here) or, already
+        encoded, from ``visual_embeds`` (a :meth:`get_visual_embeds` result; its ``frame_ids`` drive
+        the TC options exactly as a fresh encoding's would).
 
         Raises:
-            ValueError: quoting both numbers, when the placeholder count differs from ``M * Q``.
+            ValueError: quoting both numbers, when the placeholder count differs from ``M * Q``; when
+                both ``pixel_values`` and ``visual_embeds`` are given.
         """
         placeholder = (input_ids == self.config.image_token_id) | (input_ids == self.config.video_token_id)  # [B, S]
         num_placeholders = int(placeholder.sum())
         frame_ids = torch.full_like(input_ids, -1)
         media_ids = torch.full_like(input_ids, -1)
-        if pixel_values is None:
+        if pixel_values is not None and visual_embeds is not None:
+            raise ValueError("pass either pixel_values (with frame_counts) or precomputed visual_embeds, not both")
+        if pixel_values is None and visual_embeds is None:
             if num_placeholders:
                 raise ValueError(
                     f"input_ids contain {num_placeholders} image/video placeholder tokens but no pixel_values "
-                    "were given (0 visual tokens)"
+                    "or visual_embeds were given (0 visual tokens)"
                 )
             return MultimodalEmbeddings(inputs_embeds, frame_ids, media_ids)
-        if frame_counts is None:
-            frame_counts = [1] * pixel_values.shape[0]  # every frame an image
-        visual = self.get_visual_embeds(pixel_values, frame_counts)
+        if visual_embeds is not None:
+            visual = visual_embeds
+        else:
+            if frame_counts is None:
+                frame_counts = [1] * pixel_values.shape[0]  # every frame an image
+            visual = self.get_visual_embeds(pixel_values, frame_counts)
         num_media, num_query = visual.frame_ids.shape
         if num_placeholders != num_media * num_query:
             raise ValueError(
@@ -204,8 +220,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         first_item_of_row = torch.searchsorted(item_row, item_row, right=False)  # [M], rows are sorted
         ordinal = torch.arange(num_media, device=rows.device) - first_item_of_row  # [M]
         embeds = inputs_embeds.clone()
-        embeds[rows, cols] = visual.embeds.reshape(-1, visual.embeds.shape[-1]).to(embeds.dtype)  # [M*Q, D]
-        frame_ids[rows, cols] = visual.frame_ids.reshape(-1)  # [M*Q]
+        embeds[rows, cols] = visual.embeds.reshape(-1, visual.embeds.shape[-1]).to(embeds.device, embeds.dtype)  # [M*Q, D]
+        frame_ids[rows, cols] = visual.frame_ids.reshape(-1).to(frame_ids.device)  # [M*Q]
         media_ids[rows, cols] = ordinal[:, None].expand(-1, num_query).reshape(-1)  # [M*Q]
         return MultimodalEmbeddings(embeds, frame_ids, media_ids)
 
@@ -272,6 +288,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         frame_ids: torch.Tensor | None = None,
         media_ids: torch.Tensor | None = None,
         rope_delta: torch.Tensor | None = None,
+        visual_embeds: ProjectorOutput | None = None,
         **kwargs: Any,
     ) -> VideoCCAMOutput:
         """Run the model.
@@ -290,6 +307,9 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
                 from the merge. -1 marks text and padding.
             rope_delta: ``[B, 1]``, the prefill's ``VideoCCAMOutput.rope_delta``; needed on cached
                 decode steps when ``temporal_rope != "none"`` (``generate`` passes it).
+            visual_embeds: the media already encoded (a :meth:`get_visual_embeds` result, ``embeds
+                [M, Q, D]``, ``frame_ids [M, Q]``), in place of ``pixel_values`` / ``frame_counts``.
+                Like ``pixel_values``, ``generate`` hands it over at prefill only.
             Other arguments are passed to the LLM unchanged.
 
         With both TC options off, everything is passed to the LLM unchanged. Otherwise, at prefill
@@ -311,10 +331,11 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         out_frame_ids = None
         if inputs_embeds is None:
             merged = self.merge_visual(
-                input_ids, self.get_input_embeddings()(input_ids), pixel_values, frame_counts
+                input_ids, self.get_input_embeddings()(input_ids), pixel_values, frame_counts, visual_embeds
             )
             inputs_embeds = merged.inputs_embeds
-            out_frame_ids = merged.frame_ids if pixel_values is not None else None
+            has_media = pixel_values is not None or visual_embeds is not None
+            out_frame_ids = merged.frame_ids if has_media else None
             frame_ids, media_ids = merged.frame_ids, merged.media_ids
         prefill = past_key_values is None or past_key_values.get_seq_length() == 0
         if temporal and prefill:
@@ -360,6 +381,31 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             rope_delta=rope_delta if cfg.temporal_rope != "none" else None,
         )
 
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: torch.LongTensor,
+        next_sequence_length: int | None = None,
+        past_key_values: Cache | None = None,
+        attention_mask: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        is_first_iteration: bool | None = False,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """GenerationMixin hook: hand ``visual_embeds`` to the prefill only, as ``generate`` does ``pixel_values``.
+
+        Mirrors ``MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL`` of ``transformers.generation.utils``: the
+        precomputed visual tokens are dropped on cached decode steps (the KV cache holds them) and kept
+        when every step recomputes the whole sequence (``use_cache=False``).
+        """
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, next_sequence_length=next_sequence_length, past_key_values=past_key_values,
+            attention_mask=attention_mask, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration,
+            **kwargs,
+        )
+        if not is_first_iteration and kwargs.get("use_cache", True):
+            model_inputs.pop("visual_embeds", None)
+        return model_inputs
+
     def _update_model_kwargs_for_generation(self, outputs: ModelOutput, model_kwargs: dict[str, Any],
                                             *args: Any, **kwargs: Any) -> dict[str, Any]:
         """GenerationMixin hook: also carry the prefill's ``rope_delta`` to the next decode steps."""
@@ -370,7 +416,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
 
     @torch.no_grad()
     def chat(self, messages: list, media: list | None, processor: VideoCCAMProcessor, *,
-             video_kwargs: dict[str, Any] | None = None, **generate_kwargs: Any) -> list[str]:
+             video_kwargs: dict[str, Any] | None = None, visual_embeds: ProjectorOutput | None = None,
+             **generate_kwargs: Any) -> list[str]:
         """Answer a batch of conversations (the released v1.2 convenience API).
 
         Args:
@@ -383,16 +430,28 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
                 placeholder) for several media; ``None`` for none.
             processor: the :class:`~videoccam.processing.processor.VideoCCAMProcessor` of this model.
             video_kwargs: sampling options for video paths (``num_frames``, ``sample``, ``fps``, ...).
-            generate_kwargs: passed to :meth:`generate` (``max_new_tokens``, ``do_sample``, ...).
+            visual_embeds: the media already encoded (:meth:`get_visual_embeds` of all the batch's
+                media, in placeholder order) in place of ``media``, which must then be None; the
+                messages must hold the placeholders. :class:`~videoccam.session.ChatSession` uses this
+                to encode a video once for a whole conversation.
+            generate_kwargs: passed to :meth:`generate` (``max_new_tokens``, ``do_sample``,
+                ``streamer``, ...).
 
         Returns:
             One answer string per conversation.
         """
         if messages and isinstance(messages[0], dict):  # one conversation
             messages, media = [messages], None if media is None else [media]
-        items = None if media is None else [_media_items(m) for m in media]
-        inputs = processor(messages, items, add_generation_prompt=True, padding_side="left", return_tensors="pt",
-                           video_kwargs=video_kwargs)
+        if visual_embeds is not None:
+            if media is not None:
+                raise ValueError("chat takes either media or precomputed visual_embeds, not both")
+            inputs = processor(messages, None, add_generation_prompt=True, padding_side="left", return_tensors="pt",
+                               text_only=True)
+            generate_kwargs["visual_embeds"] = visual_embeds
+        else:
+            items = None if media is None else [_media_items(m) for m in media]
+            inputs = processor(messages, items, add_generation_prompt=True, padding_side="left",
+                               return_tensors="pt", video_kwargs=video_kwargs)
         inputs = inputs.to(self.device)
         generate_kwargs.setdefault("eos_token_id", processor.stop_token_ids)
         generate_kwargs.setdefault("pad_token_id", processor.tokenizer.pad_token_id)

@@ -82,7 +82,7 @@ class VideoCCAMProcessor(ProcessorMixin):
     # ------------------------------------------------------------------ call
     def __call__(self, conversations: list, media: list | None = None, *, add_generation_prompt: bool = True,
                  return_labels: bool = False, padding_side: str = "left", return_tensors: str = "pt",
-                 video_kwargs: dict[str, Any] | None = None) -> BatchFeature:
+                 video_kwargs: dict[str, Any] | None = None, text_only: bool = False) -> BatchFeature:
         """Tokenize a batch of conversations and preprocess their media.
 
         Args:
@@ -97,6 +97,10 @@ class VideoCCAMProcessor(ProcessorMixin):
             return_labels: add ``labels`` (assistant tokens only; everything else -100).
             padding_side: ``"left"`` (generation) or ``"right"`` (training).
             video_kwargs: sampling options for video files (``num_frames``, ``sample``, ``fps``, ...).
+            text_only: tokenize only: the placeholders written in the text are expanded to Q tokens
+                each, but no media are given or loaded (their visual tokens come from elsewhere, e.g.
+                ``visual_embeds`` from :meth:`~videoccam.modeling.VideoCCAMForConditionalGeneration.get_visual_embeds`,
+                which :class:`~videoccam.session.ChatSession` caches); ``media`` must be None.
 
         Returns:
             ``input_ids [B, S]``, ``attention_mask [B, S]``, and when media are present
@@ -106,17 +110,16 @@ class VideoCCAMProcessor(ProcessorMixin):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
         if padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        if text_only and media is not None:
+            raise ValueError("text_only=True tokenizes the text alone: pass media=None")
         conversations, media = _as_batch(conversations, media)
         ids_batch, labels_batch, pixel_values, frame_counts = [], [], [], []
         for b, (conv, items) in enumerate(zip(conversations, media)):
-            messages, items = self._normalise_conversation(conv, items, b)
+            messages, items = self._normalise_conversation(conv, items, b, text_only)
             kinds = [m.group(0) for msg in messages for m in self._placeholder_re.finditer(msg["content"])]
             for kind, item in zip(kinds, items):
-                frames = self.load_media(item, video_kwargs)
-                if kind == self.image_token and len(frames) != 1:
-                    raise ValueError(f"conversation {b}: an {self.image_token} placeholder got {len(frames)} frames")
-                pixel_values.append(self.image_processor(images=frames, return_tensors="pt")["pixel_values"])
-                frame_counts.append(len(frames))
+                pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"conversation {b}"))
+                frame_counts.append(pixel_values[-1].shape[0])
             ids, labels = self._tokenize(messages, add_generation_prompt, return_labels, len(kinds), b)
             ids_batch.append(ids)
             labels_batch.append(labels)
@@ -126,7 +129,42 @@ class VideoCCAMProcessor(ProcessorMixin):
             data["frame_counts"] = torch.tensor(frame_counts, dtype=torch.long)  # [M]
         return BatchFeature(data=data)
 
-    def _normalise_conversation(self, conv: list, items: list, b: int) -> tuple[list[dict], list]:
+    def preprocess_media(self, items: Sequence[Any], kinds: Sequence[str] | None = None,
+                         video_kwargs: dict[str, Any] | None = None) -> BatchFeature:
+        """Media items alone (no text) -> ``pixel_values [N, 3, H, W]`` and ``frame_counts [M]``.
+
+        Args:
+            items: media items as in :meth:`load_media`, in placeholder order.
+            kinds: per item ``"image"`` or ``"video"``; default :meth:`placeholder_for` decides. An
+                image must give exactly one frame.
+            video_kwargs: sampling options for video files.
+        """
+        items = list(items)
+        if not items:
+            raise ValueError("preprocess_media needs at least one media item")
+        if kinds is None:
+            tokens = [self.placeholder_for(item) for item in items]
+        else:
+            if len(kinds) != len(items) or any(k not in ("image", "video") for k in kinds):
+                raise ValueError(f"kinds must give 'image' or 'video' for each of the {len(items)} items, got {kinds!r}")
+            tokens = [self.image_token if k == "image" else self.video_token for k in kinds]
+        pixels = [self._media_pixels(tok, item, video_kwargs, f"media item {i}")
+                  for i, (tok, item) in enumerate(zip(tokens, items))]
+        return BatchFeature(data={
+            "pixel_values": torch.cat(pixels),  # [N, 3, H, W]
+            "frame_counts": torch.tensor([p.shape[0] for p in pixels], dtype=torch.long),  # [M]
+        })
+
+    def _media_pixels(self, placeholder: str, item: Any, video_kwargs: dict[str, Any] | None,
+                      where: str) -> torch.Tensor:
+        """One media item under its placeholder token -> ``[n, 3, H, W]`` preprocessed frames."""
+        frames = self.load_media(item, video_kwargs)
+        if placeholder == self.image_token and len(frames) != 1:
+            raise ValueError(f"{where}: an {self.image_token} placeholder got {len(frames)} frames")
+        return self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
+
+    def _normalise_conversation(self, conv: list, items: list, b: int,
+                                text_only: bool = False) -> tuple[list[dict], list]:
         """Typed parts -> strings with placeholders; check counts; prepend missing placeholders."""
         messages, inline = [], []
         for i, msg in enumerate(conv):
@@ -135,13 +173,17 @@ class VideoCCAMProcessor(ProcessorMixin):
             messages.append({"role": msg["role"], "content": self._content_to_text(msg["content"], inline, b, i)})
         if inline and items:
             raise ValueError(f"conversation {b}: media given both inline (typed parts) and in `media`")
+        if inline and text_only:
+            raise ValueError(f"conversation {b}: text_only=True but media given inline (typed parts)")
         items = inline or list(items)
         count = sum(len(self._placeholder_re.findall(m["content"])) for m in messages)
+        if text_only:
+            return messages, []
         if count == 0 and items:
             first_user = next((m for m in messages if m["role"] == "user"), None)
             if first_user is None:
                 raise ValueError(f"conversation {b}: media given but there is no user message to attach them to")
-            tags = "".join(f"{self._placeholder_for(item)}\n" for item in items)
+            tags = "".join(f"{self.placeholder_for(item)}\n" for item in items)
             first_user["content"] = tags + first_user["content"]
         elif count != len(items):
             raise ValueError(
@@ -169,7 +211,9 @@ class VideoCCAMProcessor(ProcessorMixin):
                 raise ValueError(f"conversation {b}, message {i}: unknown content part type {kind!r}")
         return "".join(text)
 
-    def _placeholder_for(self, item: Any) -> str:
+    def placeholder_for(self, item: Any) -> str:
+        """The placeholder a media item gets when none is written: ``image_token`` for one frame (a
+        PIL image, an ``[H, W, 3]`` array, a still-image path), else ``video_token``."""
         single = isinstance(item, Image.Image) or (isinstance(item, np.ndarray) and item.ndim == 3) or (
             isinstance(item, (str, Path)) and Path(item).suffix.lower() in STILL_IMAGE_SUFFIXES
         )
