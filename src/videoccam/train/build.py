@@ -9,6 +9,7 @@ by a freshly initialised projector; or the same backbones built from configs wit
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -165,13 +166,13 @@ def _lora_config(settings: LoraSettings, exclude: str | None = None) -> Any:
 def unused_vision_modules(model: VideoCCAMForConditionalGeneration) -> str | None:
     """A regex of the vision modules whose output never reaches the projector: the encoder layers at
     and after ``vision_select_layer``'s hidden state (hidden state 0 is the patch embedding, k the
-    output of layer k-1) and the pooling head. They never get a gradient, so they get no LoRA (DDP
-    would also fail on their unused parameters)."""
+    output of layer k-1), the post-layernorm and the pooling head. They never get a gradient, so they
+    are neither trained nor given LoRA (DDP would also fail on their unused parameters)."""
     num_layers = model.config.vision_config.num_hidden_layers
     select = model.config.vision_select_layer
     index = select if select >= 0 else num_layers + 1 + select  # into hidden_states (num_layers + 1 entries)
     unused = "|".join(str(i) for i in range(index, num_layers))
-    return r"(.*\.)?head(\..*)?" + (rf"|(.*\.)?layers\.({unused})\..*" if unused else "")
+    return r"(.*\.)?(head|post_layernorm)(\..*)?" + (rf"|(.*\.)?layers\.({unused})\..*" if unused else "")
 
 
 def apply_stage(model: VideoCCAMForConditionalGeneration, stage: StageSettings) -> None:
@@ -188,11 +189,16 @@ def apply_stage(model: VideoCCAMForConditionalGeneration, stage: StageSettings) 
         from peft import get_peft_model
 
         model.language_model = get_peft_model(model.language_model, _lora_config(stage.llm_lora))
+    unused = unused_vision_modules(model)
     if stage.train_vision == "lora":
         from peft import get_peft_model
 
-        config = _lora_config(stage.vision_lora, exclude=unused_vision_modules(model))
-        model.vision_model = get_peft_model(model.vision_model, config)
+        model.vision_model = get_peft_model(model.vision_model, _lora_config(stage.vision_lora, exclude=unused))
+    elif stage.train_vision == "full":
+        model.vision_model.requires_grad_(True)
+        for name, module in model.vision_model.named_modules():
+            if name and re.fullmatch(unused, name):
+                module.requires_grad_(False)
     for param in model.parameters():  # trainable weights are float32 masters whatever the base dtype
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()

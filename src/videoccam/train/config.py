@@ -74,11 +74,12 @@ class LoraSettings:
 @dataclass
 class StageSettings:
     """What is trained. ``align``: the projector only. ``instruct``: the projector, the LLM by LoRA
-    (default) or fully, and optionally the vision encoder by LoRA."""
+    (default) or fully, and optionally the vision encoder by LoRA or fully (models trained from
+    scratch, like the synthetic benchmark's)."""
 
     name: Literal["align", "instruct"] = "align"
     train_llm: Literal["frozen", "lora", "full"] | None = None  # default: frozen for align, lora for instruct
-    train_vision: Literal["frozen", "lora"] = "frozen"
+    train_vision: Literal["frozen", "lora", "full"] = "frozen"
     llm_lora: LoraSettings = field(default_factory=lambda: LoraSettings(r=512, alpha=256, dropout=0.05))
     vision_lora: LoraSettings = field(default_factory=lambda: LoraSettings(r=64, alpha=16, dropout=0.05))
     save_adapter: bool = False  # final output: LoRA merged (default) or kept as adapters
