@@ -46,6 +46,17 @@ def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Generate the synthetic temporal benchmark: mp4 clips, LLaVA-format JSON and a word-level tokenizer."""
+    from videoccam.synth import WorldConfig, generate_dataset
+
+    config = WorldConfig.from_frames(size=args.size, num_frames=args.frames, num_beats=args.beats, fps=args.fps)
+    generate_dataset(args.out, args.train, args.test, args.seed, config=config, families=args.families,
+                     workers=args.workers)
+    print(args.out)
+    return 0
+
+
 def _temporal_overrides(args: argparse.Namespace) -> dict:
     """TC-LLaVA options given on the command line (absent ones keep the checkpoint's config)."""
     given = {"frame_block_mask": args.frame_block_mask, "temporal_rope": args.temporal_rope,
@@ -89,6 +100,21 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("--seed", type=int, default=0)
     _add_temporal_flags(tiny)
     tiny.set_defaults(func=cmd_make_tiny_checkpoint)
+
+    from videoccam.synth.families import FAMILIES
+
+    synth = sub.add_parser("synth", help=cmd_synth.__doc__, description="See docs/synthetic-world.md.")
+    synth.add_argument("--out", required=True, help="output folder (the media root of the JSON files)")
+    synth.add_argument("--train", type=int, default=4000, help="training samples (default 4000)")
+    synth.add_argument("--test", type=int, default=600, help="test samples (default 600)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
+    synth.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
+    synth.add_argument("--beats", type=int, default=16, help="beats per clip; frames must be a multiple")
+    synth.add_argument("--fps", type=float, default=8.0)
+    synth.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    synth.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
+    synth.set_defaults(func=cmd_synth)
     return parser
 
 
