@@ -236,6 +236,7 @@ def write_video(
     if first is None:
         raise ValueError("write_video needs at least one frame")
     size = _frame_size(first, frame_format)
+    time_base = 1 / rate
     with av.open(str(path), mode="w", format=container) as output:
         stream = output.add_stream(
             codec, rate=rate, options=_codec_options(codec, keyframe_interval, options)
@@ -249,7 +250,7 @@ def write_video(
                 raise ValueError(f"frame {index} has shape {array.shape}; frame 0 was {first.shape}")
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=frame_format)
             frame.pts = index
-            frame.time_base = 1 / rate
+            frame.time_base = time_base
             output.mux(stream.encode(frame))
         output.mux(stream.encode(None))
     return path
