@@ -258,6 +258,9 @@ def test_other_sizes_and_clocks():
     for family in FAMILIES:
         sample = make_sample(family, np.random.default_rng(0), config=config)
         assert sample.clip.render().shape == (32, 32, 32, 3)
+    shortest = WorldConfig(size=24, num_beats=4, frames_per_beat=1)
+    for family, seed in itertools.product(FAMILIES, range(10)):
+        assert make_sample(family, np.random.default_rng(seed), config=shortest).clip.render().shape[0] == 4
     with pytest.raises(ValueError, match="multiple"):
         WorldConfig.from_frames(num_frames=60, num_beats=16)
 

@@ -285,7 +285,8 @@ class Layout:
         x = self.column(size)
         floor = cfg.size - size
         top = int(self.rng.integers(0, cfg.size // 6 + 1))
-        duration = int(self.rng.integers(max(3, cfg.num_beats // 4), max(4, cfg.num_beats // 2) + 1))
+        longest = min(max(4, cfg.num_beats // 2), cfg.num_beats - 1)  # lands by the last beat
+        duration = int(self.rng.integers(min(max(3, cfg.num_beats // 4), longest), longest + 1))
         release = int(self.rng.integers(0, cfg.num_beats - duration))
         t = np.clip(np.arange(cfg.num_beats) - release, 0, duration) / duration  # [B], 0 -> 1
         ys = top + np.rint((floor - top) * t**2).astype(int)  # [B]
