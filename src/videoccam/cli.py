@@ -115,6 +115,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(final)
     return 0
 
+
 def cmd_data_check(args: argparse.Namespace) -> int:
     """Check a LLaVA JSON/JSONL training file: one line per problem; exit 1 if any, 0 if clean."""
     from videoccam.train.data import run_data_check
@@ -136,6 +137,17 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     print(f"{args.file}: {report.num_records} records, {len(report.problems)} problems" + (
         f" ({counts})" if counts else ""))
     return 1 if report.problems else 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    """Generate the synthetic temporal benchmark: mp4 clips, LLaVA-format JSON and a word-level tokenizer."""
+    from videoccam.synth import WorldConfig, generate_dataset
+
+    config = WorldConfig.from_frames(size=args.size, num_frames=args.frames, num_beats=args.beats, fps=args.fps)
+    generate_dataset(args.out, args.train, args.test, args.seed, config=config, families=args.families,
+                     workers=args.workers)
+    print(args.out)
+    return 0
 
 
 def _temporal_overrides(args: argparse.Namespace) -> dict:
@@ -209,6 +221,21 @@ def build_parser() -> argparse.ArgumentParser:
     data_check.add_argument("--num-frames", type=int, default=16, help="frames decoded per video (default 16)")
     data_check.add_argument("--no-decode", action="store_true", help="only check that media files exist")
     data_check.set_defaults(func=cmd_data_check)
+
+    from videoccam.synth.families import FAMILIES
+
+    synth = sub.add_parser("synth", help=cmd_synth.__doc__, description="See docs/synthetic-world.md.")
+    synth.add_argument("--out", required=True, help="output folder (the media root of the JSON files)")
+    synth.add_argument("--train", type=int, default=4000, help="training samples (default 4000)")
+    synth.add_argument("--test", type=int, default=600, help="test samples (default 600)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
+    synth.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
+    synth.add_argument("--beats", type=int, default=16, help="beats per clip; frames must be a multiple")
+    synth.add_argument("--fps", type=float, default=8.0)
+    synth.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    synth.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
+    synth.set_defaults(func=cmd_synth)
     return parser
 
 

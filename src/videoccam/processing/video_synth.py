@@ -12,11 +12,16 @@ asserted after decoding::
     path = write_test_video(tmp_path / "clip.mp4", num_frames=60, fps=30, keyframe_interval=10)
     video = load_video(path, num_frames=8)
     assert [read_test_pattern(f) for f in video.frames] == video.indices.tolist()
+
+:func:`write_video` is the general encoder underneath: any ``uint8`` RGB frames to any
+FFmpeg codec and container (the synthetic world of :mod:`videoccam.synth` writes its clips
+with it).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -171,13 +176,67 @@ def write_test_video(
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
     """
+    direct_yuv = pix_fmt == "yuv420p" and size[0] % 2 == 0 and size[1] % 2 == 0
+    if direct_yuv:
+        frames = (_yuv420p_frame(index, size) for index in range(num_frames))
+    else:
+        frames = (make_test_frame(index, size) for index in range(num_frames))
+    return write_video(
+        path, frames, fps, codec=codec, container=container, keyframe_interval=keyframe_interval,
+        pix_fmt=pix_fmt, frame_format="yuv420p" if direct_yuv else "rgb24", options=options,
+    )
+
+
+def write_video(
+    path: str | Path,
+    frames: Iterable[np.ndarray],
+    fps: float,
+    *,
+    codec: str = "libx264",
+    container: str | None = None,
+    keyframe_interval: int | None = None,
+    pix_fmt: str = "yuv420p",
+    frame_format: str = "rgb24",
+    options: Mapping[str, str] | None = None,
+) -> Path:
+    """Encode ``frames`` into a video file with PyAV, one frame per ``1 / fps`` seconds.
+
+    Args:
+        path: Output file (parents are created); its suffix picks the container unless
+            ``container`` is given.
+        frames: ``uint8`` frames, all the same size: ``[H, W, 3]`` RGB for ``frame_format="rgb24"``,
+            or ``[H * 3 / 2, W]`` planes (Y, then U, then V) for ``frame_format="yuv420p"``.
+        fps: Frame rate; fractional rates such as 29.97 are kept exactly as ``30000/1001``.
+        codec: FFmpeg encoder name: ``libx264``, ``libvpx-vp9``, ``mpeg4``, ``ffv1``, ...
+        container: FFmpeg muxer name (``mp4``, ``webm``, ``avi``, ``matroska``, ``mov``, ``mpegts``).
+        keyframe_interval: Exact distance between keyframes (scene-cut detection is off), or
+            ``None`` for the encoder's default.
+        pix_fmt: Pixel format of the encoded stream; even frame sizes for yuv420p.
+        frame_format: Layout of the arrays in ``frames`` (``"rgb24"`` or ``"yuv420p"``).
+        options: Extra encoder options; they override the fast defaults (``preset=ultrafast`` for
+            x264, ``deadline=realtime`` for VP9).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ValueError: ``frames`` is empty, or a frame has the wrong shape or dtype.
+    """
     import av  # PyAV is an optional dependency (the ``video`` extra)
 
+    if frame_format not in ("rgb24", "yuv420p"):
+        raise ValueError(f"frame_format must be 'rgb24' or 'yuv420p', got {frame_format!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if container is None:
         container = _CONTAINER_BY_SUFFIX.get(path.suffix.lower())
     rate = Fraction(fps).limit_denominator(1001)
+    iterator = iter(frames)
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError("write_video needs at least one frame")
+    size = _frame_size(first, frame_format)
+    time_base = 1 / rate
     with av.open(str(path), mode="w", format=container) as output:
         stream = output.add_stream(
             codec, rate=rate, options=_codec_options(codec, keyframe_interval, options)
@@ -186,17 +245,28 @@ def write_test_video(
         stream.pix_fmt = pix_fmt
         if keyframe_interval is not None:
             stream.codec_context.gop_size = keyframe_interval
-        direct_yuv = pix_fmt == "yuv420p" and size[0] % 2 == 0 and size[1] % 2 == 0
-        for index in range(num_frames):
-            if direct_yuv:
-                frame = av.VideoFrame.from_ndarray(_yuv420p_frame(index, size), format="yuv420p")
-            else:
-                frame = av.VideoFrame.from_ndarray(make_test_frame(index, size), format="rgb24")
+        for index, array in enumerate(itertools.chain([first], iterator)):
+            if _frame_size(array, frame_format) != size:
+                raise ValueError(f"frame {index} has shape {array.shape}; frame 0 was {first.shape}")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format=frame_format)
             frame.pts = index
-            frame.time_base = 1 / rate
+            frame.time_base = time_base
             output.mux(stream.encode(frame))
         output.mux(stream.encode(None))
     return path
+
+
+def _frame_size(array: np.ndarray, frame_format: str) -> tuple[int, int]:
+    """``(W, H)`` of one frame array in ``frame_format``, checking its shape and dtype."""
+    if array.dtype != np.uint8:
+        raise ValueError(f"frames must be uint8, got {array.dtype}")
+    if frame_format == "rgb24":
+        if array.ndim != 3 or array.shape[2] != 3:
+            raise ValueError(f"an rgb24 frame must be [H, W, 3], got shape {array.shape}")
+        return array.shape[1], array.shape[0]
+    if array.ndim != 2 or array.shape[0] % 3 != 0:
+        raise ValueError(f"a yuv420p frame must be [H * 3 / 2, W] planes, got shape {array.shape}")
+    return array.shape[1], array.shape[0] * 2 // 3
 
 
 def _codec_options(

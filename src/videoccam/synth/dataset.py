@@ -1,0 +1,229 @@
+"""Writing the synthetic benchmark to disk: mp4 clips, LLaVA-format JSON, tokenizer, manifest.
+
+Layout of ``generate_dataset(out_dir, ...)``::
+
+    out_dir/videos/train/train_000000.mp4 ...   H.264 (libx264, yuv420p)
+    out_dir/videos/test/test_000000.mp4 ...
+    out_dir/train.json, out_dir/test.json        LLaVA format; "video" paths are relative to out_dir
+    out_dir/tokenizer/                           build_tokenizer().save_pretrained(...)
+    out_dir/manifest.json                        seed, counts, clock, families, generator version
+
+Sample ``i`` of split ``s`` is a pure function of ``(seed, s, i)``: its random stream comes from
+``numpy.random.SeedSequence(seed, spawn_key=(crc32(s), i))``, so splits never share a stream and
+any sample can be regenerated alone, in any process. Families cycle (sample ``i`` is of family
+``families[i % len(families)]``), and within a family the answers cycle through every answer value
+in a freshly shuffled order per cycle, so answers are exactly balanced over every full cycle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from videoccam.processing.video_synth import write_video
+from videoccam.synth.families import ANSWERS, FAMILIES, Sample, make_sample
+from videoccam.synth.tokenizer import build_tokenizer
+from videoccam.synth.world import WorldConfig
+
+logger = logging.getLogger(__name__)
+
+GENERATOR_VERSION = 1
+SPLITS: tuple[str, ...] = ("train", "test")
+EXAMPLES_SPLIT = "examples"
+_BALANCE_KEY = 0xBA1A  # spawn-key tag of the answer-order streams (never equal to a sample's key)
+# x264 settings of the clips: "fast" preset, near-transparent quality, one thread per clip (clips
+# are tiny; parallelism comes from the worker processes).
+ENCODER_OPTIONS: dict[str, str] = {"preset": "fast", "crf": "18", "threads": "1"}
+
+
+def _split_key(split: str) -> int:
+    return zlib.crc32(split.encode("utf-8"))
+
+
+def sample_seed(seed: int, split: str, index: int) -> int:
+    """The 64-bit seed of sample ``index`` of ``split`` (``numpy.random.default_rng`` takes it)."""
+    state = np.random.SeedSequence(seed, spawn_key=(_split_key(split), index)).generate_state(2, np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
+def balanced_answer(seed: int, split: str, family: str, k: int) -> str:
+    """The answer of the ``k``-th sample of ``family`` in ``split``.
+
+    The answer values are visited in cycles of ``len(ANSWERS[family])``, each cycle in its own
+    seeded random order, so every value occurs equally often over a full cycle.
+    """
+    values = ANSWERS[family]
+    cycle, offset = divmod(k, len(values))
+    stream = np.random.SeedSequence(seed, spawn_key=(_split_key(split), _BALANCE_KEY, _split_key(family), cycle))
+    order = np.random.default_rng(stream).permutation(len(values))
+    return values[int(order[offset])]
+
+
+def dataset_sample(seed: int, split: str, index: int, families: Sequence[str] = FAMILIES,
+                   config: WorldConfig | None = None) -> tuple[Sample, int]:
+    """Sample ``index`` of ``split`` and its seed, exactly as :func:`generate_dataset` writes it."""
+    family = families[index % len(families)]
+    answer = balanced_answer(seed, split, family, index // len(families))
+    own_seed = sample_seed(seed, split, index)
+    return make_sample(family, np.random.default_rng(own_seed), answer, config), own_seed
+
+
+def write_clip(path: str | Path, sample: Sample) -> Path:
+    """Encode ``sample``'s clip as an H.264 mp4 at the config's frame rate."""
+    return write_video(path, sample.clip.render(), sample.clip.config.fps, codec="libx264",
+                       pix_fmt="yuv420p", options=ENCODER_OPTIONS)
+
+
+def _record(sample: Sample, sample_id: str, video: str, own_seed: int) -> dict[str, Any]:
+    """The LLaVA-format JSON entry of one sample."""
+    return {
+        "id": sample_id,
+        "video": video,
+        "conversations": [
+            {"from": "human", "value": f"<video>\n{sample.question}"},
+            {"from": "gpt", "value": sample.answer},
+        ],
+        "meta": {
+            "family": sample.family,
+            "answer": sample.answer,
+            "chance": sample.chance,
+            "order_dependent": sample.order_dependent,
+            "seed": own_seed,
+        },
+    }
+
+
+def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig]) -> list[dict[str, Any]]:
+    """Generate, encode and describe a chunk of samples of one split (runs in worker processes)."""
+    out_dir, seed, split, indices, families, config = job
+    records = []
+    for index in indices:
+        sample, own_seed = dataset_sample(seed, split, index, families, config)
+        sample_id = f"{split}_{index:06d}"
+        video = f"videos/{split}/{sample_id}.mp4"
+        write_clip(out_dir / video, sample)
+        records.append(_record(sample, sample_id, video, own_seed))
+    return records
+
+
+def generate_dataset(
+    out_dir: str | Path,
+    num_train: int,
+    num_test: int,
+    seed: int = 0,
+    *,
+    config: WorldConfig | None = None,
+    families: Sequence[str] = FAMILIES,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """Write the synthetic benchmark to ``out_dir`` (see the module docstring for the layout).
+
+    Args:
+        out_dir: Output folder (created; existing files of the same names are overwritten).
+        num_train: Number of training samples.
+        num_test: Number of test samples.
+        seed: Master seed; the same seed gives the same JSON and the same clips.
+        config: Clip size and clock (default 64x64, 16 beats of 4 frames, 8 fps).
+        families: Families to cycle through, a subset of :data:`~videoccam.synth.families.FAMILIES`.
+        workers: Processes that render and encode clips (``1``: in this process).
+
+    Returns:
+        The manifest (also written to ``out_dir/manifest.json``).
+    """
+    config = config or WorldConfig()
+    families = tuple(families)
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown or not families:
+        raise ValueError(f"families must be a non-empty subset of {FAMILIES}, got {list(families)}")
+    if num_train < 0 or num_test < 0:
+        raise ValueError(f"sample counts must be >= 0, got train={num_train}, test={num_test}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {"train": num_train, "test": num_test}
+    chunk = 50
+    jobs = [
+        (out_dir, seed, split, list(range(start, min(start + chunk, counts[split]))), families, config)
+        for split in SPLITS for start in range(0, counts[split], chunk)
+    ]
+    started = time.perf_counter()
+    records: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
+    for job, chunk_records in zip(jobs, _run(jobs, workers)):
+        records[job[2]].extend(chunk_records)
+        done = sum(len(r) for r in records.values())
+        logger.info("synth: %d / %d clips (%.1f clips/s)", done, num_train + num_test,
+                    done / max(time.perf_counter() - started, 1e-9))
+    for split in SPLITS:
+        (out_dir / f"{split}.json").write_text(json.dumps(records[split], indent=1) + "\n")
+    build_tokenizer().save_pretrained(out_dir / "tokenizer")
+    manifest = {
+        "generator": "videoccam.synth",
+        "version": GENERATOR_VERSION,
+        "seed": seed,
+        "num_train": num_train,
+        "num_test": num_test,
+        "size": config.size,
+        "frames": config.num_frames,
+        "beats": config.num_beats,
+        "frames_per_beat": config.frames_per_beat,
+        "fps": config.fps,
+        "families": list(families),
+        "family_counts": {
+            split: dict(Counter(r["meta"]["family"] for r in records[split])) for split in SPLITS
+        },
+        "codec": "libx264",
+        "encoder_options": ENCODER_OPTIONS,
+        "tokenizer": "tokenizer",
+    }
+    (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    elapsed = time.perf_counter() - started
+    logger.info("synth: wrote %d clips to %s in %.1f s", num_train + num_test, out_dir, elapsed)
+    return manifest
+
+
+def _run(jobs: list, workers: int) -> Iterator[list[dict[str, Any]]]:
+    """Run the chunk jobs, yielding their records in job order, here or in ``workers`` processes."""
+    if workers == 1 or len(jobs) <= 1:
+        yield from map(_write_samples, jobs)
+        return
+    # fork avoids re-importing torch/transformers in every worker; fall back where it is missing
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods and os.name == "posix" else None)
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+        yield from pool.map(_write_samples, jobs)
+
+
+def write_examples(out_dir: str | Path, seed: int = 0, *, config: WorldConfig | None = None,
+                   families: Sequence[str] = FAMILIES) -> Path:
+    """Write one example clip per family, from the ``"examples"`` split (disjoint from train/test).
+
+    Writes ``out_dir/<family>.mp4`` and ``out_dir/questions.json``, a list of
+    ``{"video": "<family>.mp4", "family", "question", "answer"}`` (video names relative to
+    ``out_dir``).
+
+    Returns:
+        The path of ``questions.json``.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index, family in enumerate(families):
+        sample, _ = dataset_sample(seed, EXAMPLES_SPLIT, index, families=(family,), config=config)
+        write_clip(out_dir / f"{family}.mp4", sample)
+        entries.append({"video": f"{family}.mp4", "family": family, "question": sample.question,
+                        "answer": sample.answer})
+    path = out_dir / "questions.json"
+    path.write_text(json.dumps(entries, indent=1) + "\n")
+    return path

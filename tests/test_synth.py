@@ -1,0 +1,315 @@
+"""The synthetic temporal world: answers readable from decoded mp4s, order-only information, determinism,
+tokenizer, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from transformers import AutoTokenizer
+
+from videoccam import load_video, sample_indices
+from videoccam.cli import main
+from videoccam.processing.processor import IGNORE_INDEX
+from videoccam.synth import (
+    ANSWERS,
+    BACKGROUND,
+    COLOURS,
+    FAMILIES,
+    ORDER_FAMILIES,
+    PALETTE,
+    QUESTIONS,
+    WorldConfig,
+    answer_for,
+    build_tokenizer,
+    dataset_sample,
+    generate_dataset,
+    make_sample,
+    write_examples,
+)
+from videoccam.testing import make_tiny_processor, tiny_config
+
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("synth") / "data"
+    generate_dataset(out, num_train=24, num_test=12, seed=SEED)
+    return out
+
+
+def records(root: Path, split: str) -> list[dict]:
+    return json.loads((root / f"{split}.json").read_text())
+
+
+def question_of(record: dict) -> str:
+    human = record["conversations"][0]["value"]
+    assert human.startswith("<video>\n")
+    return human.removeprefix("<video>\n")
+
+
+# ------------------------------------------------------- an independent reader of decoded frames
+_PALETTE = np.array([PALETTE[c] for c in COLOURS], dtype=np.int32)  # [6, 3]
+MIN_PIXELS = 40  # the smallest object (a 12 px disc) has ~113 px
+
+
+def read_frames(frames: np.ndarray) -> list[dict[str, tuple[float, float]]]:
+    """Per frame, the palette colours visible (as blobs of at least MIN_PIXELS) and their centroids."""
+    num, height, width, _ = frames.shape
+    pixels = frames.reshape(-1, 3).T.astype(np.float32)  # [3, T * H * W]
+    palette = np.concatenate([_PALETTE, [BACKGROUND]]).astype(np.float32)  # [7, 3], background last
+    # squared distances less the pixel's own |p|^2 (the same for every colour)
+    partial = (palette**2).sum(1)[:, None] - 2 * palette @ pixels  # [7, T * H * W]
+    label = partial.argmin(0)  # [T * H * W]
+    nearest = np.take_along_axis(partial, label[None], 0)[0] + (pixels**2).sum(0)  # [T * H * W]
+    label[nearest > 60**2] = len(COLOURS)  # far from every colour: background
+    key = np.repeat(np.arange(num), height * width) * (len(COLOURS) + 1) + label  # [T * H * W]
+    ys, xs = np.mgrid[:height, :width]  # [H, W] each
+    size = num * (len(COLOURS) + 1)
+    counts = np.bincount(key, minlength=size).reshape(num, -1)  # [T, 7]
+    sum_x = np.bincount(key, weights=np.tile(xs.ravel(), num), minlength=size).reshape(num, -1)  # [T, 7]
+    sum_y = np.bincount(key, weights=np.tile(ys.ravel(), num), minlength=size).reshape(num, -1)  # [T, 7]
+    return [
+        {c: (sum_x[t, k] / counts[t, k], sum_y[t, k] / counts[t, k])
+         for k, c in enumerate(COLOURS) if counts[t, k] >= MIN_PIXELS}
+        for t in range(num)
+    ]
+
+
+def read_answer(frames: np.ndarray, question: str) -> tuple[str, dict[str, list[int]]]:
+    """Answer ``question`` from frames alone; also return the frames in which each flash was seen."""
+    seen = read_frames(frames)
+    frames_of = {c: [t for t, s in enumerate(seen) if c in s] for c in COLOURS}
+    present = [c for c in COLOURS if frames_of[c]]
+    flashes = {c: frames_of[c] for c in present if len(frames_of[c]) < len(frames) // 2}
+    in_time = [c for c in sorted(flashes, key=lambda c: flashes[c][0])]
+    named = re.search(r"the (\w+) (?:object|one)", question)
+    subject = named.group(1) if named else None
+    if question == QUESTIONS["first"]:
+        return in_time[0], flashes
+    if question == QUESTIONS["after"].format(subject=subject):
+        return in_time[in_time.index(subject) + 1], flashes
+    if question == QUESTIONS["direction"].format(subject=subject):
+        xs = [seen[t][subject][0] for t in frames_of[subject]]
+        return ("right" if xs[-1] > xs[0] else "left"), flashes
+    if question == QUESTIONS["reverse"]:
+        rising = set()
+        for c in present:
+            ys = [seen[t][c][1] for t in frames_of[c]]
+            if max(ys) - min(ys) > 4:
+                rising.add(ys[-1] < ys[0])
+        assert len(rising) == 1, "falling objects must all move the same way"
+        return ("reversed" if rising.pop() else "forward"), flashes
+    if question == QUESTIONS["colours"]:
+        return " and ".join(sorted(present)), flashes
+    if question == QUESTIONS["count"]:
+        counts = {len(s) for s in seen}
+        assert len(counts) == 1, "count objects stay for the whole clip"
+        return ("one", "two", "three", "four")[counts.pop() - 1], flashes
+    raise AssertionError(f"unknown question {question!r}")
+
+
+# ------------------------------------------------------------------------------------- tests
+def test_answers_are_readable_from_decoded_frames(dataset):
+    for split in ("train", "test"):
+        for record in records(dataset, split):
+            video = load_video(dataset / record["video"], num_frames=16)
+            assert video.frames.shape == (16, 64, 64, 3)
+            answer, flashes = read_answer(video.frames, question_of(record))
+            assert answer == record["meta"]["answer"] == record["conversations"][1]["value"], record["id"]
+            # one frame per 4-frame segment sees every one-beat flash exactly once
+            assert all(len(frames) == 1 for frames in flashes.values()), (record["id"], flashes)
+            if record["meta"]["family"] in ("first", "after"):
+                assert len(flashes) >= 2
+
+
+def test_flashes_last_exactly_one_beat_in_the_decoded_mp4(dataset):
+    for record in records(dataset, "test")[: len(FAMILIES)]:  # one clip per family
+        video = load_video(dataset / record["video"], num_frames=64)
+        assert video.indices.tolist() == list(range(64))
+        answer, flashes = read_answer(video.frames, question_of(record))
+        assert answer == record["meta"]["answer"], record["id"]
+        for frames in flashes.values():
+            assert len(frames) == 4 and frames[0] % 4 == 0 and frames == list(range(frames[0], frames[0] + 4))
+
+
+def test_every_sampler_sees_each_beat_once_at_16_frames_and_evenly_at_32_64():
+    config = WorldConfig()
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        beats = config.beat_of_frame(sample_indices(64, num_frames=16, sample="random", src_fps=8, rng=rng))
+        assert sorted(beats.tolist()) == list(range(16))
+    for frames in (16, 32, 64):
+        beats = config.beat_of_frame(sample_indices(64, num_frames=frames, sample="uniform", src_fps=8))
+        assert Counter(beats.tolist()) == {b: frames // 16 for b in range(16)}
+
+
+def test_same_seed_same_data_in_any_worker_count_and_split_seeds_differ(dataset, tmp_path):
+    again = tmp_path / "again"
+    generate_dataset(again, num_train=6, num_test=6, seed=SEED, workers=2)
+    for split in ("train", "test"):
+        first, second = records(dataset, split)[:6], records(again, split)
+        assert first == second  # sample i depends only on (seed, split, i)
+        for record in second:
+            assert (dataset / record["video"]).read_bytes() == (again / record["video"]).read_bytes()
+        a = load_video(dataset / second[0]["video"], num_frames=64).frames
+        np.testing.assert_array_equal(a, load_video(again / second[0]["video"], num_frames=64).frames)
+    train, test = records(dataset, "train"), records(dataset, "test")
+    seeds = [r["meta"]["seed"] for r in train + test]
+    assert len(set(seeds)) == len(seeds)
+    other, _ = dataset_sample(SEED + 1, "train", 0)
+    assert other.clip != dataset_sample(SEED, "train", 0)[0].clip
+    assert dataset_sample(SEED, "test", 0)[0].clip != dataset_sample(SEED, "train", 0)[0].clip
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert manifest["seed"] == SEED and manifest["num_train"] == 24 and manifest["frames"] == 64
+    assert manifest["family_counts"]["train"] == {f: 4 for f in FAMILIES}
+
+
+def test_records_are_llava_format_with_metadata(dataset):
+    for record in records(dataset, "train"):
+        assert set(record) == {"id", "video", "conversations", "meta"}
+        assert record["video"] == f"videos/train/{record['id']}.mp4" and (dataset / record["video"]).is_file()
+        assert [turn["from"] for turn in record["conversations"]] == ["human", "gpt"]
+        meta = record["meta"]
+        assert meta["order_dependent"] == (meta["family"] in ORDER_FAMILIES)
+        assert 0 < meta["chance"] <= 0.5
+
+
+def test_answers_are_balanced():
+    for family in FAMILIES:
+        values = ANSWERS[family]
+        n = len(values) * (2 if len(values) < 10 else 1)  # whole cycles of answer values
+        answers = Counter(dataset_sample(0, "train", len(FAMILIES) * k + FAMILIES.index(family))[0].answer
+                          for k in range(n))
+        assert answers == {v: n // len(values) for v in values}, family
+
+
+@pytest.mark.parametrize("family", ["direction", "reverse"])
+def test_opposite_answers_from_one_stream_are_time_reversals(family):
+    """Everything but the order is drawn independently of the answer: the set of frames is no cue."""
+    for seed in range(10):
+        a, b = ANSWERS[family]
+        one = make_sample(family, np.random.default_rng(seed), a)
+        two = make_sample(family, np.random.default_rng(seed), b)
+        assert two.clip == one.clip.reversed() and two.question == one.question
+        np.testing.assert_array_equal(two.clip.render(), one.clip.render()[::-1])
+
+
+def frame_multiset(frames: np.ndarray) -> list[str]:
+    return sorted(hashlib.sha1(frame.tobytes()).hexdigest() for frame in frames)
+
+
+@pytest.mark.parametrize("family", ORDER_FAMILIES)
+def test_reordering_the_beats_changes_the_answer_not_the_frame_multiset(family):
+    rng = np.random.default_rng(1)
+    for _ in range(10):
+        sample = make_sample(family, rng)
+        frames = sample.clip.render()
+        if family == "after":  # reversal may make the subject last: swap the flashes instead
+            flash_beats = sorted(s.visible_beats[0] for s in sample.clip.sprites if len(s.visible_beats) == 1)
+            changed = None
+            for perm in itertools.permutations(flash_beats):
+                order = list(range(16))
+                for src, dst in zip(flash_beats, perm):
+                    order[dst] = src
+                clip = sample.clip.reordered(order)
+                try:
+                    if answer_for(family, clip, sample.subject) != sample.answer:
+                        changed = clip
+                        break
+                except ValueError:  # the subject became the last flash
+                    continue
+            assert changed is not None
+        else:
+            changed = sample.clip.reversed()
+            np.testing.assert_array_equal(changed.render(), frames[::-1])
+            assert answer_for(family, changed, sample.subject) != sample.answer
+        assert frame_multiset(changed.render()) == frame_multiset(frames)
+
+
+def test_clips_are_well_formed():
+    rng = np.random.default_rng(2)
+    for family in FAMILIES:
+        for _ in range(30):
+            sample = make_sample(family, rng)
+            assert sample.question == QUESTIONS[family].format(subject=sample.subject)
+            frames = sample.clip.render()
+            assert frames.shape == (64, 64, 64, 3) and frames.dtype == np.uint8
+            # no two objects ever overlap: every drawn pixel belongs to one sprite
+            drawn = np.zeros((16, 64, 64), dtype=np.int32)
+            for sprite in sample.clip.sprites:
+                for beat, pos in enumerate(sprite.positions):
+                    if pos is not None:
+                        x, y = pos
+                        drawn[beat, y : y + sprite.size, x : x + sprite.size] += sprite.mask()
+            assert drawn.max() <= 1, family
+
+
+def test_other_sizes_and_clocks():
+    config = WorldConfig.from_frames(size=32, num_frames=32, num_beats=8, fps=4)
+    assert config.frames_per_beat == 4 and config.num_frames == 32
+    for family in FAMILIES:
+        sample = make_sample(family, np.random.default_rng(0), config=config)
+        assert sample.clip.render().shape == (32, 32, 32, 3)
+    shortest = WorldConfig(size=24, num_beats=4, frames_per_beat=1)
+    for family, seed in itertools.product(FAMILIES, range(10)):
+        assert make_sample(family, np.random.default_rng(seed), config=shortest).clip.render().shape[0] == 4
+    with pytest.raises(ValueError, match="multiple"):
+        WorldConfig.from_frames(num_frames=60, num_beats=16)
+
+
+def test_tokenizer_covers_the_world_and_labels_exactly_the_answer(dataset):
+    tokenizer = build_tokenizer()
+    assert tokenizer.get_vocab() == build_tokenizer().get_vocab()
+    unk = tokenizer.unk_token_id
+    texts = [q.format(subject=c) for q in QUESTIONS.values() for c in COLOURS]
+    texts += [a for values in ANSWERS.values() for a in values]
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert unk not in ids and tokenizer.decode(ids) == text
+    assert tokenizer("Which colour ?")["input_ids"] == tokenizer("which colour ?")["input_ids"]
+    assert tokenizer("zebra")["input_ids"] == [unk]
+
+    # the copy saved with the dataset loads back identical and drives the processor's labels
+    loaded = AutoTokenizer.from_pretrained(dataset / "tokenizer")
+    assert loaded.get_vocab() == tokenizer.get_vocab() and loaded.chat_template == tokenizer.chat_template
+    processor = make_tiny_processor(loaded, tiny_config(loaded))
+    frames = np.zeros((2, 64, 64, 3), dtype=np.uint8)
+    for record in records(dataset, "test")[:6]:
+        conversation = [{"role": "user", "content": record["conversations"][0]["value"]},
+                        {"role": "assistant", "content": record["conversations"][1]["value"]}]
+        batch = processor(conversation, [frames], return_labels=True, add_generation_prompt=False)
+        ids, labels = batch["input_ids"][0], batch["labels"][0]
+        assert unk not in ids.tolist()
+        labelled = ids[labels != IGNORE_INDEX].tolist()
+        expected = loaded(record["meta"]["answer"], add_special_tokens=False)["input_ids"]
+        assert labelled == expected + [loaded.convert_tokens_to_ids("<|im_end|>")]
+
+
+def test_write_examples(tmp_path):
+    path = write_examples(tmp_path / "examples", seed=0)
+    entries = json.loads(path.read_text())
+    assert [e["family"] for e in entries] == list(FAMILIES)
+    for entry in entries:
+        video = load_video(path.parent / entry["video"], num_frames=16)
+        assert read_answer(video.frames, entry["question"])[0] == entry["answer"]
+
+
+def test_cli_synth(tmp_path):
+    out = tmp_path / "cli"
+    code = main(["synth", "--out", str(out), "--train", "6", "--test", "6", "--seed", "1",
+                 "--families", "first", "count"])
+    assert code == 0
+    train = records(out, "train")
+    assert len(train) == 6 and len(records(out, "test")) == 6
+    assert {r["meta"]["family"] for r in train} == {"first", "count"}
+    assert all((out / r["video"]).is_file() for r in train)
+    assert (out / "tokenizer" / "tokenizer.json").is_file() and (out / "manifest.json").is_file()
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--frames", "60"]) == 2
