@@ -20,10 +20,11 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import pickle
 import re
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,8 @@ def _read_numbered(path: Path, problems: list[Problem] | None = None) -> list[tu
     return records
 
 
-def _parse_json_list(text: str, pos: int, records: list[tuple[int, dict]], bad: Any) -> None:
+def _parse_json_list(text: str, pos: int, records: list[tuple[int, dict]],
+                     bad: Callable[[int, str, str], None]) -> None:
     """Parse ``[record, record, ...]`` element by element, keeping the line where each starts."""
     decoder = json.JSONDecoder()
     line, line_pos = 1, 0
@@ -182,11 +184,11 @@ def _parse_json_list(text: str, pos: int, records: list[tuple[int, dict]], bad: 
 @dataclass
 class _Parsed:
     messages: list[dict]  # chat messages with placeholders
-    media: list[Path]  # in placeholder order
+    media: list[str]  # paths in placeholder order (strings: pathlib is slow over a million records)
     kinds: list[str]  # "video" | "image" per media item
 
 
-def record_to_conversation(record: dict, media_root: Path | None) -> tuple[list[dict], list[Path]]:
+def record_to_conversation(record: dict, media_root: str | Path | None) -> tuple[list[dict], list[Path]]:
     """A LLaVA record -> chat messages (keeping ``<video>``/``<image>`` placeholders) and media paths.
 
     The k-th ``<video>`` placeholder (counted over the whole conversation) gets the k-th path of the
@@ -201,8 +203,8 @@ def record_to_conversation(record: dict, media_root: Path | None) -> tuple[list[
             with gpt), ``"placeholders"`` (placeholder count != media count, or a placeholder outside a
             human turn) or ``"empty"`` (an empty answer).
     """
-    parsed = _parse_record(record, media_root)
-    return parsed.messages, parsed.media
+    parsed = _parse_record(record, None if media_root is None else Path(media_root))
+    return parsed.messages, [Path(m) for m in parsed.media]
 
 
 def _parse_record(record: dict, media_root: Path | None, image_token: str = IMAGE_PLACEHOLDER,
@@ -278,9 +280,8 @@ def _media_field(record: dict, name: str) -> list[str]:
     return items
 
 
-def _resolve(path: str, media_root: Path | None) -> Path:
-    p = Path(path)
-    return p if media_root is None or p.is_absolute() else media_root / p
+def _resolve(path: str, media_root: Path | None) -> str:
+    return path if media_root is None or os.path.isabs(path) else os.path.join(media_root, path)
 
 
 def _record_id(record: Any) -> str | None:
@@ -302,7 +303,8 @@ def _token_lengths(processor: VideoCCAMProcessor, conversations: Sequence[list[d
             list(conversations[s:s + chunk]), chat_template=processor.chat_template, tokenize=False,
             add_generation_prompt=False,
         )
-        for ids, n in zip(tokenizer(texts, add_special_tokens=False)["input_ids"], num_media[s:s + chunk]):
+        encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        for ids, n in zip(encoded, num_media[s:s + chunk]):
             placeholders = sum(1 for t in ids if t in visual)
             out.append(len(ids) + placeholders * (q - 1) if placeholders == n else None)
     return out
@@ -388,7 +390,7 @@ class LlavaDataset(Dataset):
             elif max_length is not None and n > max_length:
                 self._exclude(line, rid, "too_long", f"{n} tokens > max_length {max_length}")
             else:
-                entries.append((line, rid, p.messages, [str(m) for m in p.media], p.kinds))
+                entries.append((line, rid, p.messages, p.media, p.kinds))
                 lengths.append(n)
         if self.excluded:
             logger.warning("%s: left out %d record(s): %s", self.path, sum(self.excluded.values()),
@@ -407,9 +409,10 @@ class LlavaDataset(Dataset):
             raise ConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 1):
             raise ConfigError(f"max_length must be an integer >= 1 or None, got {self.max_length!r}")
-        # fail now, in the main process, on bad sampling / size / timeout options (not once per worker item)
+        # fail now, in the main process, on bad sampling / size / timeout options (not once per worker item);
+        # time bounds depend on the clip, so they are left to each sample
         load_video(np.zeros((1, 2, 2, 3), np.uint8), num_frames=self.num_frames, sample=self.sample, seed=0,
-                   **{k: v for k, v in self.video_kwargs.items() if k != "backend"})
+                   **{k: v for k, v in self.video_kwargs.items() if k not in ("backend", "start", "end")})
 
     def _exclude(self, line: int, rid: str | None, kind: str, reason: str) -> None:
         self.excluded[kind] += 1
@@ -692,7 +695,7 @@ def run_data_check(path: str | Path, processor: VideoCCAMProcessor | None, *, me
     problems: list[Problem] = []
     numbered = _read_numbered(path, problems)
     num_records = len(numbered) + sum(1 for p in problems if p.line > 0)
-    checked: dict[tuple[Path, str], tuple[str, str] | None] = {}
+    checked: dict[tuple[str, str], tuple[str, str] | None] = {}
     parsed: list[tuple[int, str | None, _Parsed]] = []
     for line, record in numbered:
         rid = _record_id(record)
@@ -719,8 +722,8 @@ def run_data_check(path: str | Path, processor: VideoCCAMProcessor | None, *, me
     return DataCheckReport(path, num_records, problems)
 
 
-def _media_problem(path: Path, kind: str, num_frames: int, decode: bool) -> tuple[str, str] | None:
-    if not path.exists():
+def _media_problem(path: str, kind: str, num_frames: int, decode: bool) -> tuple[str, str] | None:
+    if not os.path.exists(path):
         return "missing", f"{kind} not found: {path}"
     if not decode:
         return None
