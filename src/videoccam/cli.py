@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 logger = logging.getLogger("videoccam")
 
@@ -150,6 +151,18 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    """Train and evaluate plain cross-attention vs CCAM vs CCAM + TC-LLaVA options on the synthetic world."""
+    from videoccam.synth.ablation import VARIANTS, run_ablation
+
+    variants = args.variants or list(VARIANTS)
+    summary = run_ablation(args.data, args.out, variants=variants, frames=args.frames, seeds=args.seeds,
+                           config=args.config, overrides=args.overrides, limit=args.limit)
+    print((Path(args.out) / "results.md").read_text(), end="")
+    print(f"wall time {summary['wall_s'] / 60:.1f} min; results in {args.out}")
+    return 0
+
+
 def _temporal_overrides(args: argparse.Namespace) -> dict:
     """TC-LLaVA options given on the command line (absent ones keep the checkpoint's config)."""
     given = {"frame_block_mask": args.frame_block_mask, "temporal_rope": args.temporal_rope,
@@ -236,6 +249,19 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     synth.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
     synth.set_defaults(func=cmd_synth)
+
+    from videoccam.synth.ablation import VARIANTS
+
+    ablate = sub.add_parser("ablate", help=cmd_ablate.__doc__, description=cmd_ablate.__doc__)
+    ablate.add_argument("--data", required=True, help="a `videoccam synth` output folder")
+    ablate.add_argument("--out", required=True, help="runs, predictions, results.json and results.md go here")
+    ablate.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all five")
+    ablate.add_argument("--frames", nargs="+", type=int, default=[16, 32, 64], help="evaluation frame counts")
+    ablate.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
+    ablate.add_argument("--config", default="synth-ccam", help="base training config (default synth-ccam)")
+    ablate.add_argument("--limit", type=int, help="evaluate only the first N test questions")
+    ablate.add_argument("overrides", nargs="*", help="config overrides for every variant, e.g. optim.epochs=2")
+    ablate.set_defaults(func=cmd_ablate)
     return parser
 
 

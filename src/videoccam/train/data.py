@@ -332,6 +332,52 @@ class _PackedList:
         return pickle.loads(memoryview(self._data[self._offsets[i]:self._offsets[i + 1]]))
 
 
+_FRAME_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def _cache_key(path: str | Path, num_frames: int, sample: str, kwargs: dict[str, Any]) -> tuple:
+    return (str(path), num_frames, sample, tuple(sorted((k, repr(v)) for k, v in kwargs.items())))
+
+
+def cached_frames(path: str | Path, num_frames: int, sample: str, video_kwargs: dict[str, Any] | None = None,
+                  ) -> np.ndarray:
+    """``load_video(path, num_frames, sample, **video_kwargs).frames`` (uint8 ``[T, H, W, 3]``), decoded
+    once per process: later calls with the same arguments return the cached array (read-only)."""
+    kwargs = dict(video_kwargs or {})
+    key = _cache_key(path, num_frames, sample, kwargs)
+    frames = _FRAME_CACHE.get(key)
+    if frames is None:
+        frames = load_video(path, num_frames=num_frames, sample=sample, **kwargs).frames
+        frames.setflags(write=False)
+        _FRAME_CACHE[key] = frames
+    return frames
+
+
+def warm_frame_cache(paths: Sequence[str | Path], num_frames: int, sample: str,
+                     video_kwargs: dict[str, Any] | None = None, workers: int = 2) -> None:
+    """Decode ``paths`` into the :func:`cached_frames` cache with a process pool (clips that fail are
+    left out: the dataset reports them when it loads them)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    todo = [str(p) for p in dict.fromkeys(map(str, paths))]
+    kwargs = dict(video_kwargs or {})
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(_decode_or_none, todo, [num_frames] * len(todo), [sample] * len(todo),
+                           [kwargs] * len(todo), chunksize=32)
+        for path, frames in zip(todo, results):
+            if frames is not None:
+                key = _cache_key(path, num_frames, sample, kwargs)
+                frames.setflags(write=False)
+                _FRAME_CACHE[key] = frames
+
+
+def _decode_or_none(path: str, num_frames: int, sample: str, kwargs: dict[str, Any]) -> np.ndarray | None:
+    try:
+        return load_video(path, num_frames=num_frames, sample=sample, **kwargs).frames
+    except (MediaError, OSError):
+        return None
+
+
 class LlavaDataset(Dataset):
     """A LLaVA JSON/JSONL training file as tokenized samples with their frames.
 
@@ -356,13 +402,21 @@ class LlavaDataset(Dataset):
         video_kwargs: further :func:`load_video` options (``size``, ``timeout``, ``fps``,
             ``max_frames``, ``backend``, ...); ``size``, ``timeout`` and ``backend`` apply to images too.
 
+    cache_frames: keep every video's decoded frames in memory, shared by all datasets of the process
+            (several runs in one process decode each clip once), for small datasets trained several
+            epochs with deterministic sampling. Memory: clips x frames x H x W x 3 bytes.
+
     The epoch and the skip counters live in shared memory, so :meth:`set_epoch` in the main process
     reaches DataLoader workers, persistent ones included, and :attr:`skipped` sums all workers.
     """
 
     def __init__(self, path: str | Path, processor: VideoCCAMProcessor, *, media_root: str | Path | None = None,
                  num_frames: int = 16, sample: str = "random", max_length: int | None = None, seed: int = 0,
-                 video_kwargs: dict[str, Any] | None = None) -> None:
+                 video_kwargs: dict[str, Any] | None = None, cache_frames: bool = False) -> None:
+        if cache_frames and sample == "random":
+            raise ConfigError("cache_frames needs deterministic frames: sample='uniform' (or 'fps'/'mvbench'), "
+                              "not 'random'")
+        self.cache_frames = cache_frames
         self.path = Path(path)
         self.processor = processor
         self.media_root = Path(media_root) if media_root is not None else self.path.parent
@@ -454,6 +508,8 @@ class LlavaDataset(Dataset):
                 if kind == "image":
                     opts = {key: v for key, v in self.video_kwargs.items() if key in _LOAD_ONLY_KWARGS}
                     media.append(load_video(path, num_frames=1, sample="uniform", **opts).frames[0])  # [H, W, 3]
+                elif self.cache_frames:
+                    media.append(cached_frames(path, self.num_frames, self.sample, self.video_kwargs))
                 else:
                     media.append(load_video(path, num_frames=self.num_frames, sample=self.sample,
                                             seed=item_seed(self.seed, epoch, index, k), **self.video_kwargs).frames)

@@ -190,7 +190,7 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
     dataset = LlavaDataset(
         data_path, processor, media_root=Path(config.data.media_root) if config.data.media_root else data_path.parent,
         num_frames=config.data.num_frames, sample=config.data.sample, max_length=config.data.max_length,
-        seed=config.data.seed,
+        seed=config.data.seed, cache_frames=config.data.cache_frames,
     )
     opt = config.optim
     sampler = ResumableBatchSampler(

@@ -1,0 +1,220 @@
+"""The temporal ablation: what CCAM and each TC-LLaVA option buy on the synthetic world.
+
+Every variant is the shipped ``synth-ccam`` training config with one change, trained on the same
+data, steps and seed with :func:`videoccam.train.train` at 16 frames, then evaluated (greedy, exact
+match of the answer) on the test split at 16, 32 and 64 frames. Accuracy per question family comes
+with the number of questions and a 95% Wilson interval; the order families have chance 1/2 (or
+1/(n-1) for ``after``), see docs/synthetic-world.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from videoccam.configs import resolve_config
+from videoccam.train.config import load_config
+from videoccam.train.data import cached_frames, read_records, warm_frame_cache
+
+logger = logging.getLogger(__name__)
+
+# variant name -> config overrides (dotted keys) on top of synth-ccam
+VARIANTS: dict[str, list[str]] = {
+    "plain cross-attn": ["model.projector.mask=none"],
+    "CCAM": [],
+    "CCAM + frame-block mask": ["model.frame_block_mask=true"],
+    "CCAM + dual RoPE": ["model.temporal_rope=tc"],
+    "CCAM + both": ["model.frame_block_mask=true", "model.temporal_rope=tc"],
+}
+
+
+@dataclass
+class FamilyScore:
+    family: str
+    order_dependent: bool
+    n: int
+    correct: int
+    chance: float
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson_interval(self.correct, self.n)
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def normalise(text: str) -> str:
+    return " ".join(text.strip().lower().split())
+
+
+def evaluate(model: Any, processor: Any, test_file: str | Path, num_frames: int, *, batch_size: int = 50,
+             media_root: str | Path | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Greedy answers to every test question at ``num_frames`` uniformly sampled frames.
+
+    Returns one record per question: ``id``, ``family``, ``answer``, ``prediction``, ``correct``,
+    ``chance``, ``order_dependent`` (a clip that fails to decode is recorded with ``error``).
+    """
+    test_file = Path(test_file)
+    root = Path(media_root) if media_root is not None else test_file.parent
+    records = read_records(test_file)[:limit]
+    results = []
+    model.eval()
+    for start in range(0, len(records), batch_size):
+        chunk = records[start:start + batch_size]
+        convs, media, keep = [], [], []
+        for rec in chunk:
+            try:
+                frames = cached_frames(root / rec["video"], num_frames, "uniform")
+            except Exception as err:  # noqa: BLE001 - a bad clip is recorded, the run goes on
+                results.append({"id": rec["id"], "family": rec["meta"]["family"], "error": str(err),
+                                "correct": False, "answer": rec["meta"]["answer"], "prediction": None,
+                                "chance": rec["meta"]["chance"], "order_dependent": rec["meta"]["order_dependent"]})
+                continue
+            convs.append([{"role": "user", "content": rec["conversations"][0]["value"]}])
+            media.append([frames])
+            keep.append(rec)
+        if not keep:
+            continue
+        with torch.no_grad():
+            answers = model.chat(convs, media, processor, max_new_tokens=8, do_sample=False)
+        for rec, pred in zip(keep, answers):
+            meta = rec["meta"]
+            results.append({
+                "id": rec["id"], "family": meta["family"], "answer": meta["answer"], "prediction": pred.strip(),
+                "correct": normalise(pred) == normalise(meta["answer"]), "chance": meta["chance"],
+                "order_dependent": meta["order_dependent"],
+            })
+    return results
+
+
+def score(results: Sequence[dict[str, Any]]) -> dict[str, FamilyScore]:
+    """Per-family counts (chance = the mean of the records' chance levels)."""
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[r["family"]].append(r)
+    return {
+        family: FamilyScore(family, rows[0]["order_dependent"], len(rows), sum(r["correct"] for r in rows),
+                            sum(r["chance"] for r in rows) / len(rows))
+        for family, rows in groups.items()
+    }
+
+
+def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequence[str] = tuple(VARIANTS),
+                 frames: Sequence[int] = (16, 32, 64), seeds: Sequence[int] = (0,), config: str = "synth-ccam",
+                 overrides: Sequence[str] = (), limit: int | None = None, workers: int = 2) -> dict[str, Any]:
+    """Train every variant (per seed) and evaluate it; write ``results.json`` and ``results.md``."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from videoccam.train import train
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    started = time.perf_counter()
+    base = load_config(resolve_config(config), [f"model.tokenizer={data_dir / 'tokenizer'}",
+                                                f"data.train={data_dir / 'train.json'}", *overrides])
+    if base.data.cache_frames:  # decode every clip once, in parallel, for all variants and frame counts
+        train_clips = [data_dir / r["video"] for r in read_records(data_dir / "train.json")]
+        warm_frame_cache(train_clips, base.data.num_frames, base.data.sample, workers=workers)
+        test_clips = [data_dir / r["video"] for r in read_records(data_dir / "test.json")[:limit]]
+        for num_frames in frames:
+            warm_frame_cache(test_clips, num_frames, "uniform", workers=workers)
+        logger.info("decoded the clips in %.0f s", time.perf_counter() - started)
+    runs = []
+    for seed in seeds:
+        for name in variants:
+            run_dir = out_dir / f"seed{seed}" / _slug(name)
+            cfg = load_config(resolve_config(config), [
+                f"model.tokenizer={data_dir / 'tokenizer'}", f"data.train={data_dir / 'train.json'}",
+                f"output.dir={run_dir}", f"model.seed={seed}", f"optim.seed={seed}", f"data.seed={seed}",
+                "output.progress=false", *VARIANTS[name], *overrides,
+            ])
+            t0 = time.perf_counter()
+            final = run_dir / "final"
+            if not (final / "config.json").is_file():  # a finished variant is not trained again
+                train(cfg)
+            train_s = time.perf_counter() - t0
+            model = AutoModelForImageTextToText.from_pretrained(final).eval()
+            processor = AutoProcessor.from_pretrained(final)
+            for num_frames in frames:
+                t1 = time.perf_counter()
+                results = evaluate(model, processor, data_dir / "test.json", num_frames, limit=limit)
+                scores = score(results)
+                runs.append({
+                    "variant": name, "seed": seed, "frames": num_frames, "train_s": train_s,
+                    "eval_s": time.perf_counter() - t1, "model": str(final),
+                    "families": {f: {"n": s.n, "correct": s.correct, "accuracy": s.accuracy,
+                                     "ci95": list(s.interval), "chance": s.chance,
+                                     "order_dependent": s.order_dependent} for f, s in scores.items()},
+                })
+                (run_dir / f"predictions-{num_frames}.jsonl").write_text(
+                    "".join(json.dumps(r) + "\n" for r in results))
+                logger.info("%s seed %d @%d frames: %s", name, seed, num_frames,
+                            ", ".join(f"{f} {s.accuracy:.2f}" for f, s in scores.items()))
+    summary = {"data": str(data_dir), "config": config, "overrides": list(overrides), "seeds": list(seeds),
+               "frames": list(frames), "wall_s": time.perf_counter() - started, "runs": runs}
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / "results.md").write_text(markdown_table(summary))
+    return summary
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """One row per (variant, frames, seed): accuracy % [95% CI] per family, order and control means."""
+    runs = summary["runs"]
+    if not runs:
+        return ""
+    families = list(runs[0]["families"])
+    order = [f for f in families if runs[0]["families"][f]["order_dependent"]]
+    control = [f for f in families if f not in order]
+    head = ["variant", "frames", *(["seed"] if len(summary["seeds"]) > 1 else []),
+            *[f"{f} (n={runs[0]['families'][f]['n']}, chance {100 * runs[0]['families'][f]['chance']:.0f})"
+              for f in order + control], "order mean", "control mean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        fam = run["families"]
+        row = [run["variant"], str(run["frames"]), *([str(run["seed"])] if len(summary["seeds"]) > 1 else []),
+               *[_cell(fam[f]) for f in order + control], f"{100 * _mean(fam, order):.1f}",
+               f"{100 * _mean(fam, control):.1f}"]
+        lines.append("| " + " | ".join(row) + " |")
+    minutes = summary["wall_s"] / 60
+    lines.append("")
+    lines.append(f"Accuracy % [95% Wilson interval], greedy exact match; trained at 16 frames. "
+                 f"Wall time {minutes:.1f} min.")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(entry: dict[str, Any]) -> str:
+    lo, hi = entry["ci95"]
+    return f"{100 * entry['accuracy']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
+def _mean(families: dict[str, Any], names: Sequence[str]) -> float:
+    return sum(families[f]["accuracy"] for f in names) / len(names) if names else float("nan")

@@ -1,0 +1,61 @@
+"""The temporal ablation: interval arithmetic, scoring, and one end-to-end run of the real command."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from videoccam.cli import main
+from videoccam.synth import generate_dataset
+from videoccam.synth.ablation import VARIANTS, score, wilson_interval
+
+
+def test_wilson_interval_literal_values():
+    lo, hi = wilson_interval(90, 100)
+    assert (round(lo, 4), round(hi, 4)) == (0.8256, 0.9448)
+    lo, hi = wilson_interval(0, 10)
+    assert lo == 0.0 and round(hi, 4) == 0.2775
+    lo, hi = wilson_interval(50, 100)
+    assert round(lo, 4) == 0.4038 and round(hi, 4) == 0.5962
+
+
+def test_score_groups_by_family():
+    rows = [{"family": "first", "correct": c, "chance": 0.5, "order_dependent": True} for c in (1, 1, 0)]
+    rows += [{"family": "count", "correct": 1, "chance": 0.25, "order_dependent": False}]
+    scores = score(rows)
+    assert (scores["first"].n, scores["first"].correct, scores["first"].chance) == (3, 2, 0.5)
+    assert scores["count"].accuracy == 1.0 and not scores["count"].order_dependent
+
+
+def test_variants_are_the_five_of_the_design():
+    assert VARIANTS["plain cross-attn"] == ["model.projector.mask=none"]
+    assert VARIANTS["CCAM + both"] == ["model.frame_block_mask=true", "model.temporal_rope=tc"]
+    assert len(VARIANTS) == 5
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("world")
+    generate_dataset(root, num_train=12, num_test=6, seed=5)
+    return root
+
+
+def test_ablate_command_end_to_end(world, tmp_path, capsys):
+    """Two variants, 2 training steps each, evaluated at 16 and 32 frames through `videoccam ablate`."""
+    out = tmp_path / "ablate"
+    code = main(["ablate", "--data", str(world), "--out", str(out), "--variants", "plain cross-attn", "CCAM",
+                 "--frames", "16", "32", "optim.max_steps=2", "optim.micro_batch_size=4", "output.save_every=0"])
+    assert code == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert [(r["variant"], r["frames"]) for r in summary["runs"]] == [
+        ("plain cross-attn", 16), ("plain cross-attn", 32), ("CCAM", 16), ("CCAM", 32)]
+    for run in summary["runs"]:
+        assert sum(f["n"] for f in run["families"].values()) == 6
+    table = (out / "results.md").read_text()
+    assert table.count("\n| plain cross-attn |") == 2 and "Wall time" in table
+    assert "| CCAM | 32 |" in capsys.readouterr().out
+    plain = json.loads((out / "seed0" / "plain-cross-attn" / "final" / "config.json").read_text())
+    assert plain["projector_config"]["mask"] == "none"
+    preds = (out / "seed0" / "ccam" / "predictions-16.jsonl").read_text().splitlines()
+    assert len(preds) == 6 and {"prediction", "answer", "correct"} <= json.loads(preds[0]).keys()
