@@ -44,8 +44,9 @@ def world(tmp_path_factory):
 def test_ablate_command_end_to_end(world, tmp_path, capsys):
     """Two variants, 2 training steps each, evaluated at 16 and 32 frames through `videoccam ablate`."""
     out = tmp_path / "ablate"
-    code = main(["ablate", "--data", str(world), "--out", str(out), "--variants", "plain cross-attn", "CCAM",
-                 "--frames", "16", "32", "optim.max_steps=2", "optim.micro_batch_size=4", "output.save_every=0"])
+    code = main(["ablate", "optim.max_steps=2", "optim.micro_batch_size=4", "output.save_every=0",
+                 "--data", str(world), "--out", str(out), "--variants", "plain cross-attn", "CCAM",
+                 "--frames", "16", "32"])
     assert code == 0
     summary = json.loads((out / "results.json").read_text())
     assert [(r["variant"], r["frames"]) for r in summary["runs"]] == [

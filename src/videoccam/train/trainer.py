@@ -239,8 +239,8 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
             if saved_rng is not None:
                 set_rng_state(saved_rng)
                 saved_rng = None
+            t0 = time.perf_counter()  # a step's time runs from the previous step's end: data loading included
             for micro_batches in _steps(iterator, opt.grad_accum):
-                t0 = time.perf_counter()
                 fallback = fallback or next((b for b in micro_batches if b["input_ids"] is not None), None)
                 record = _optimizer_step(wrapped, optimizer, scheduler, micro_batches, fallback, config, ctx)
                 sampler.advance(opt.grad_accum)
@@ -248,7 +248,7 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
                 state.samples += record.pop("_samples")
                 state.tokens += record["tokens"]
                 state.skipped += record.pop("_skipped")
-                elapsed = time.perf_counter() - t0
+                elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
                 if ctx.is_main and state.step % config.output.log_every == 0:
                     log.log({
                         "step": state.step, "epoch": state.epoch, **record, "skipped": state.skipped,
