@@ -306,3 +306,42 @@ def test_merged_and_adapter_outputs_load_to_the_same_model(dataset, tmp_path):
     config.model.checkpoint = str(adapter)
     config.model.vision_config, config.model.text_config = {}, {}
     assert (train(config) / "model.safetensors").is_file()
+
+
+def test_base_backbones_are_joined_by_a_new_projector(tmp_path):
+    """model.vision + model.llm: pretrained folders (saved tiny backbones), placeholders added to the tokenizer."""
+    from transformers import (
+        AutoModelForCausalLM,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        SiglipImageProcessorPil,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
+
+    tok = make_tiny_tokenizer()
+    plain = PreTrainedTokenizerFast(tokenizer_object=tok.backend_tokenizer, eos_token="<|endoftext|>")
+    vision = SiglipVisionModel(SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                  num_attention_heads=2, image_size=32, patch_size=8))
+    vision.save_pretrained(tmp_path / "vision")
+    SiglipImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(tmp_path / "vision")
+    llm = AutoModelForCausalLM.from_config(Qwen2Config(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=300))
+    llm.save_pretrained(tmp_path / "llm")
+    plain.save_pretrained(tmp_path / "llm")
+    config = load_config(None, [f"model.vision={tmp_path / 'vision'}", f"model.llm={tmp_path / 'llm'}",
+                                "model.projector={num_query: 4, hidden_size: 32, num_heads: 4, num_key_value_heads: 4, intermediate_size: 64}",
+                                "data.train=x.json"])
+    model, processor = build_model(config.model, num_frames=4)
+    assert model.config.num_visual_tokens == 4 and processor.num_visual_tokens == 4
+    assert model.config.video_token_id == processor.tokenizer.convert_tokens_to_ids("<video>")
+    assert model.get_input_embeddings().num_embeddings >= len(processor.tokenizer)
+    loaded, saved = model.vision_model.state_dict(), vision.state_dict()
+    assert loaded.keys() == saved.keys() and all(torch.equal(loaded[k], saved[k]) for k in saved)
+    frames = np.random.default_rng(0).integers(0, 255, (4, 40, 40, 3), dtype=np.uint8)
+    batch = processor([[{"role": "user", "content": "<video>\nwhat happens ?"},
+                        {"role": "assistant", "content": "the red square"}]], [[frames]],
+                      add_generation_prompt=False, return_labels=True, padding_side="right")
+    apply_stage(model, config.stage)
+    assert torch.isfinite(model(**batch).loss)
