@@ -18,13 +18,14 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from transformers import AutoProcessor
 
     from videoccam.assets import default_model_path
+    from videoccam.configuration import temporal_overrides
     from videoccam.modeling import VideoCCAMForConditionalGeneration
     from videoccam.session import AnswerStreamer, ChatSession
 
     model_path = args.model if args.model is not None else str(default_model_path())
     model = VideoCCAMForConditionalGeneration.from_pretrained(
         model_path, dtype=getattr(torch, args.dtype), device_map=args.device,
-        attn_implementation=args.attn_implementation, **_temporal_overrides(args),
+        attn_implementation=args.attn_implementation, **temporal_overrides(args),
     )
     processor = AutoProcessor.from_pretrained(model_path)
     model.eval()
@@ -91,9 +92,10 @@ def _read_questions() -> Iterator[str]:
 
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     """Write a tiny random-weight checkpoint (for trying the pipeline; its answers are noise)."""
+    from videoccam.configuration import temporal_overrides
     from videoccam.testing import make_tiny_checkpoint
 
-    path = make_tiny_checkpoint(args.out, text_family=args.text_family, seed=args.seed, **_temporal_overrides(args))
+    path = make_tiny_checkpoint(args.out, text_family=args.text_family, seed=args.seed, **temporal_overrides(args))
     print(path)
     return 0
 
@@ -161,13 +163,6 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     print((Path(args.out) / "results.md").read_text(), end="")
     print(f"wall time {summary['wall_s'] / 60:.1f} min; results in {args.out}")
     return 0
-
-
-def _temporal_overrides(args: argparse.Namespace) -> dict:
-    """TC-LLaVA options given on the command line (absent ones keep the checkpoint's config)."""
-    given = {"frame_block_mask": args.frame_block_mask, "temporal_rope": args.temporal_rope,
-             "rope_gamma": args.rope_gamma}
-    return {key: value for key, value in given.items() if value is not None}
 
 
 def _add_temporal_flags(parser: argparse.ArgumentParser) -> None:

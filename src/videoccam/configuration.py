@@ -154,6 +154,17 @@ class VideoCCAMConfig(PreTrainedConfig):
         return self.projector_config.num_query
 
 
+TEMPORAL_OPTIONS = ("frame_block_mask", "temporal_rope", "rope_gamma")
+
+
+def temporal_overrides(source: object) -> dict[str, object]:
+    """The TC-LLaVA options that ``source`` (CLI arguments, training settings) sets, i.e. not None,
+    as ``from_pretrained`` / :class:`VideoCCAMConfig` keyword arguments; absent ones keep the
+    checkpoint's (or the default) value."""
+    given = {name: getattr(source, name) for name in TEMPORAL_OPTIONS}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def _check_positive(config: PreTrainedConfig, *fields: str) -> None:
     for name in fields:
         value = config.__dict__[name]

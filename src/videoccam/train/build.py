@@ -26,7 +26,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from videoccam.configuration import VideoCCAMConfig
+from videoccam.configuration import VideoCCAMConfig, temporal_overrides
 from videoccam.errors import ConfigError
 from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.processing.processor import VideoCCAMProcessor
@@ -37,12 +37,6 @@ logger = logging.getLogger(__name__)
 
 PLACEHOLDER_TOKENS = ("<image>", "<video>")
 COMPONENTS = ("vision_model", "projector", "language_model")
-
-
-def _temporal_overrides(settings: ModelSettings) -> dict[str, Any]:
-    given = {"frame_block_mask": settings.frame_block_mask, "temporal_rope": settings.temporal_rope,
-             "rope_gamma": settings.rope_gamma}
-    return {k: v for k, v in given.items() if v is not None}
 
 
 def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
@@ -97,7 +91,7 @@ def build_model(settings: ModelSettings, num_frames: int = 16,
         else:
             model = VideoCCAMForConditionalGeneration.from_pretrained(
                 settings.checkpoint, dtype=dtype, attn_implementation=settings.attn_implementation,
-                **_temporal_overrides(settings),
+                **temporal_overrides(settings),
             )
             processor = AutoProcessor.from_pretrained(settings.checkpoint)
         processor.num_frames = num_frames
@@ -135,7 +129,7 @@ def _joint_config(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase, v
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
         vision_select_layer=settings.vision_select_layer,
-        **_temporal_overrides(settings),
+        **temporal_overrides(settings),
     )
 
 
