@@ -88,9 +88,7 @@ def evaluate(model: Any, processor: Any, test_file: str | Path, num_frames: int,
             try:
                 frames = cached_frames(root / rec["video"], num_frames, "uniform")
             except Exception as err:  # noqa: BLE001 - a bad clip is recorded, the run goes on
-                results.append({"id": rec["id"], "family": rec["meta"]["family"], "error": str(err),
-                                "correct": False, "answer": rec["meta"]["answer"], "prediction": None,
-                                "chance": rec["meta"]["chance"], "order_dependent": rec["meta"]["order_dependent"]})
+                results.append({**_result(rec), "error": str(err), "correct": False, "prediction": None})
                 continue
             convs.append([{"role": "user", "content": rec["conversations"][0]["value"]}])
             media.append([frames])
@@ -100,13 +98,16 @@ def evaluate(model: Any, processor: Any, test_file: str | Path, num_frames: int,
         with torch.no_grad():
             answers = model.chat(convs, media, processor, max_new_tokens=8, do_sample=False)
         for rec, pred in zip(keep, answers):
-            meta = rec["meta"]
-            results.append({
-                "id": rec["id"], "family": meta["family"], "answer": meta["answer"], "prediction": pred.strip(),
-                "correct": normalise(pred) == normalise(meta["answer"]), "chance": meta["chance"],
-                "order_dependent": meta["order_dependent"],
-            })
+            results.append({**_result(rec), "prediction": pred.strip(),
+                            "correct": normalise(pred) == normalise(rec["meta"]["answer"])})
     return results
+
+
+def _result(rec: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a prediction record that come from the test record."""
+    meta = rec["meta"]
+    return {"id": rec["id"], "family": meta["family"], "answer": meta["answer"], "chance": meta["chance"],
+            "order_dependent": meta["order_dependent"]}
 
 
 def score(results: Sequence[dict[str, Any]]) -> dict[str, FamilyScore]:

@@ -245,7 +245,7 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
                 record = _optimizer_step(wrapped, optimizer, scheduler, micro_batches, fallback, config, ctx)
                 sampler.advance(opt.grad_accum)
                 state.step += 1
-                state.samples += record.pop("_samples")
+                state.samples += record["samples"]
                 state.tokens += record["tokens"]
                 state.skipped += record.pop("_skipped")
                 elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
@@ -371,5 +371,5 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     return {
         "loss": total_loss / max(global_tokens, 1.0), "lr": lr, "grad_norm": float(grad_norm),
         "samples": int(global_samples), "tokens": int(global_tokens), "seq_tokens": int(global_seq),
-        "_samples": int(global_samples), "_skipped": int(global_skipped),
+        "_skipped": int(global_skipped),
     }
