@@ -79,7 +79,8 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)  # atomic on one filesystem: a checkpoint is either whole or absent
-        for old in list_checkpoints(run_dir)[:-keep_last]:
+        stale = [p for p in root.iterdir() if p.name.startswith(".tmp-")]  # writes cut short by a kill
+        for old in [*list_checkpoints(run_dir)[:-keep_last], *stale]:
             shutil.rmtree(old, ignore_errors=True)
         logger.info("saved checkpoint %s", final)
     ctx.barrier()
