@@ -311,6 +311,36 @@ def test_merged_and_adapter_outputs_load_to_the_same_model(dataset, tmp_path):
     assert (train(config) / "model.safetensors").is_file()
 
 
+@pytest.mark.parametrize("save_adapter", [False, True])
+def test_a_checkpoint_can_continue_with_plain_cross_attention(dataset, tmp_path, save_adapter):
+    """model.projector.mask=none on top of a checkpoint (the ablation's plain variant after a shared stage 1):
+    the loaded projector's first query then sees later frames; shape fields stay refused."""
+    final = train(_config(dataset, tmp_path / "run", "tiny-instruct", "optim.max_steps=1",
+                          f"stage.save_adapter={str(save_adapter).lower()}"))
+    frames = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # [T, C, H, W]
+    changed = frames.clone()
+    changed[3] += 1.0  # only the last frame differs
+    first_token = {}
+    for mask in ("ccam", "none"):
+        settings = load_config(resolve_config("tiny-instruct"), [
+            "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", "model.vision_config={}",
+            "model.text_config={}", f"model.checkpoint={final}", f"model.projector={{mask: {mask}}}"]).model
+        model, _ = build_model(settings, 4)
+        assert model.config.projector_config.mask == mask
+        with torch.no_grad():
+            a, b = (model.eval().get_visual_embeds(f, [4]).embeds[0, 0] for f in (frames, changed))  # [D]
+        first_token[mask] = (a - b).abs().max().item()
+    assert first_token["ccam"] == 0.0 and first_token["none"] > 1e-4
+    with pytest.raises(ConfigError, match=r"model\.projector\.num_query"):
+        load_config(resolve_config("tiny-instruct"), [
+            "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", f"model.checkpoint={final}",
+            "model.projector={num_query: 4}"])
+    with pytest.raises(ConfigError, match="mask"):
+        build_model(load_config(resolve_config("tiny-instruct"), [
+            "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", "model.vision_config={}",
+            "model.text_config={}", f"model.checkpoint={final}", "model.projector={mask: sideways}"]).model)
+
+
 def test_base_backbones_are_joined_by_a_new_projector(tmp_path):
     """model.vision + model.llm: pretrained folders (saved tiny backbones), placeholders added to the tokenizer."""
     from transformers import (

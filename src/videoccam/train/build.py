@@ -26,16 +26,17 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from videoccam.configuration import VideoCCAMConfig, temporal_overrides
+from videoccam.configuration import CCAMProjectorConfig, VideoCCAMConfig, temporal_overrides
 from videoccam.errors import ConfigError
 from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.processing.processor import VideoCCAMProcessor
 from videoccam.projector import CCAMProjector
-from videoccam.train.config import LoraSettings, ModelSettings, StageSettings
+from videoccam.train.config import PROJECTOR_CHECKPOINT_OPTIONS, LoraSettings, ModelSettings, StageSettings
 
 logger = logging.getLogger(__name__)
 
 PLACEHOLDER_TOKENS = ("<image>", "<video>")
+
 COMPONENTS = ("vision_model", "projector", "language_model")
 
 
@@ -94,6 +95,7 @@ def build_model(settings: ModelSettings, num_frames: int = 16,
                 **temporal_overrides(settings),
             )
             processor = AutoProcessor.from_pretrained(settings.checkpoint)
+        _set_projector_options(model, settings.projector)
         processor.num_frames = num_frames
         return model, processor
 
@@ -119,6 +121,22 @@ def build_model(settings: ModelSettings, num_frames: int = 16,
     model.generation_config.suppress_tokens = [config.image_token_id, config.video_token_id]
     image_processor = AutoImageProcessor.from_pretrained(settings.vision)
     return model, _make_processor(tokenizer, image_processor, config, settings, num_frames)
+
+
+def _set_projector_options(model: VideoCCAMForConditionalGeneration, options: dict[str, Any]) -> None:
+    """Apply ``model.projector`` options to a loaded checkpoint: only the weight-free ones
+    (``PROJECTOR_CHECKPOINT_OPTIONS``, checked by the config), e.g. continuing a stage with
+    ``mask=none`` for the plain cross-attention ablation."""
+    if not options:
+        return
+    fixed = sorted(set(options) - set(PROJECTOR_CHECKPOINT_OPTIONS))
+    if fixed:
+        raise ConfigError(f"model.projector.{fixed[0]}: cannot change on a loaded checkpoint")
+    config = model.config.projector_config
+    CCAMProjectorConfig(**{**config.to_dict(), **options})  # validates the values (ConfigError)
+    for key, value in options.items():
+        setattr(config, key, value)  # the projector reads its config at every forward
+    logger.info("projector options on top of the checkpoint: %s", options)
 
 
 def _joint_config(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase, vision: dict[str, Any],

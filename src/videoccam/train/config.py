@@ -20,6 +20,9 @@ import yaml
 
 from videoccam.errors import ConfigError
 
+# projector config fields that a checkpoint's projector can change without touching its weights
+PROJECTOR_CHECKPOINT_OPTIONS: tuple[str, ...] = ("mask", "causal_query_self_attention")
+
 
 @dataclass
 class ModelSettings:
@@ -37,7 +40,7 @@ class ModelSettings:
     from_scratch: bool = False
     vision_config: dict[str, Any] = field(default_factory=dict)  # overrides / the whole config when from_scratch
     text_config: dict[str, Any] = field(default_factory=dict)
-    projector: dict[str, Any] = field(default_factory=dict)  # CCAMProjectorConfig fields
+    projector: dict[str, Any] = field(default_factory=dict)  # CCAMProjectorConfig fields (checkpoint: mask only)
     vision_select_layer: int = -2
     frame_block_mask: bool | None = None  # TC-LLaVA options (None: keep the checkpoint's / the default)
     temporal_rope: str | None = None
@@ -145,6 +148,11 @@ class TrainConfig:
             raise ConfigError("model.checkpoint excludes model.vision / model.llm / model.from_scratch: pick one source")
         if m.checkpoint is None and not m.from_scratch and (m.vision is None or m.llm is None):
             raise ConfigError("model: give model.checkpoint, or both model.vision and model.llm (or model.from_scratch)")
+        if m.checkpoint is not None:
+            fixed = sorted(set(m.projector) - set(PROJECTOR_CHECKPOINT_OPTIONS))
+            if fixed:
+                raise ConfigError(f"model.projector.{fixed[0]}: a checkpoint's projector keeps its architecture; "
+                                  f"with model.checkpoint only {', '.join(PROJECTOR_CHECKPOINT_OPTIONS)} can change")
         if m.from_scratch and m.tokenizer is None and m.llm is None:
             raise ConfigError("model.tokenizer is required with model.from_scratch and no model.llm")
         if not self.data.train:
