@@ -313,3 +313,56 @@ def test_cli_synth(tmp_path):
     assert all((out / r["video"]).is_file() for r in train)
     assert (out / "tokenizer" / "tokenizer.json").is_file() and (out / "manifest.json").is_file()
     assert main(["synth", "--out", str(tmp_path / "bad"), "--frames", "60"]) == 2
+
+
+# --------------------------------------------------------------------- stills (stage-1 perception set)
+def test_stills_answers_are_readable_from_the_pngs(dataset):
+    from PIL import Image
+
+    from videoccam.synth.stills import POSITION_QUESTION
+
+    stills = json.loads((dataset / "stills.json").read_text())
+    train = records(dataset, "train")
+    assert len(stills) == 2 * len(train)  # every clip has >= 2 beats with something visible
+    assert [s["id"].rsplit("_beat", 1)[0] for s in stills] == [r["id"] for r in train for _ in range(2)]
+    families = Counter()
+    for still in stills:
+        frame = np.asarray(Image.open(dataset / still["image"]).convert("RGB"))
+        assert frame.shape == (64, 64, 3)
+        seen = read_frames(frame[None])[0]  # colour -> centroid
+        turns = still["conversations"]
+        assert turns[0]["value"].startswith("<image>\n") and [t["from"] for t in turns] == ["human", "gpt"] * (
+            len(turns) // 2)
+        for family, human, gpt in zip(still["meta"]["families"], turns[::2], turns[1::2]):
+            question, answer = human["value"].removeprefix("<image>\n"), gpt["value"]
+            families[family] += 1
+            if family == "colours":
+                assert question == QUESTIONS["colours"] and answer == " and ".join(sorted(seen)), still["id"]
+            elif family == "count":
+                assert answer == ("one", "two", "three", "four")[len(seen) - 1], still["id"]
+            else:
+                subject = question.split()[2]  # "is the <colour> object left or right ?"
+                assert question == POSITION_QUESTION.format(subject=subject)
+                x = seen[subject][0]
+                if abs(x - 64 / 3) > 1 and abs(x - 128 / 3) > 1:  # centroid and box centre agree off the borders
+                    assert answer == ("left" if x < 64 / 3 else "right" if x > 128 / 3 else None), still["id"]
+    assert families["colours"] == families["count"] == len(stills) and families["position"] > 0
+
+
+def test_stills_are_deterministic_and_in_the_vocabulary(dataset, tmp_path):
+    from videoccam.synth.stills import make_stills
+
+    sample, own_seed = dataset_sample(SEED, "train", 5)
+    assert make_stills(sample, own_seed) == make_stills(sample, own_seed)
+    assert make_stills(sample, own_seed) != make_stills(*dataset_sample(SEED, "train", 6))
+    again = tmp_path / "again"
+    generate_dataset(again, num_train=6, num_test=0, seed=SEED)
+    ours = json.loads((dataset / "stills.json").read_text())[:12]
+    assert json.loads((again / "stills.json").read_text()) == ours
+    for still in ours:
+        assert (again / still["image"]).read_bytes() == (dataset / still["image"]).read_bytes()
+    tokenizer = build_tokenizer()
+    for still in ours:
+        for turn in still["conversations"]:
+            ids = tokenizer(turn["value"].removeprefix("<image>\n"), add_special_tokens=False)["input_ids"]
+            assert tokenizer.unk_token_id not in ids, turn

@@ -5,6 +5,8 @@ Layout of ``generate_dataset(out_dir, ...)``::
     out_dir/videos/train/train_000000.mp4 ...   H.264 (libx264, yuv420p)
     out_dir/videos/test/test_000000.mp4 ...
     out_dir/train.json, out_dir/test.json        LLaVA format; "video" paths are relative to out_dir
+    out_dir/stills/train/train_000000_beat03.png  single beats of the training clips (PNG)
+    out_dir/stills.json                          their perception questions (stage 1; videoccam.synth.stills)
     out_dir/tokenizer/                           build_tokenizer().save_pretrained(...)
     out_dir/manifest.json                        seed, counts, clock, families, generator version
 
@@ -30,15 +32,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from videoccam.processing.video_synth import write_video
 from videoccam.synth.families import ANSWERS, FAMILIES, Sample, make_sample
+from videoccam.synth.stills import make_stills, still_record
 from videoccam.synth.tokenizer import build_tokenizer
 from videoccam.synth.world import WorldConfig
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: stills (stage-1 perception set)
 SPLITS: tuple[str, ...] = ("train", "test")
 EXAMPLES_SPLIT = "examples"
 _BALANCE_KEY = 0xBA1A  # spawn-key tag of the answer-order streams (never equal to a sample's key)
@@ -104,17 +108,28 @@ def _record(sample: Sample, sample_id: str, video: str, own_seed: int) -> dict[s
     }
 
 
-def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig]) -> list[dict[str, Any]]:
-    """Generate, encode and describe a chunk of samples of one split (runs in worker processes)."""
+def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig]
+                   ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Generate, encode and describe a chunk of samples of one split (runs in worker processes).
+
+    Returns the clips' records and, for the train split, the records of their stills.
+    """
     out_dir, seed, split, indices, families, config = job
-    records = []
+    records, stills = [], []
     for index in indices:
         sample, own_seed = dataset_sample(seed, split, index, families, config)
         sample_id = f"{split}_{index:06d}"
         video = f"videos/{split}/{sample_id}.mp4"
         write_clip(out_dir / video, sample)
         records.append(_record(sample, sample_id, video, own_seed))
-    return records
+        if split == "train":
+            beats = sample.clip.render_beats()  # [beats, H, W, 3]
+            for still in make_stills(sample, own_seed):
+                image = f"stills/{split}/{sample_id}_beat{still.beat:02d}.png"
+                (out_dir / image).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(beats[still.beat]).save(out_dir / image)
+                stills.append(still_record(still, sample_id, image, own_seed))
+    return records, stills
 
 
 def generate_dataset(
@@ -160,13 +175,16 @@ def generate_dataset(
     ]
     started = time.perf_counter()
     records: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
-    for job, chunk_records in zip(jobs, _run(jobs, workers)):
+    stills: list[dict[str, Any]] = []
+    for job, (chunk_records, chunk_stills) in zip(jobs, _run(jobs, workers)):
         records[job[2]].extend(chunk_records)
+        stills.extend(chunk_stills)
         done = sum(len(r) for r in records.values())
         logger.info("synth: %d / %d clips (%.1f clips/s)", done, num_train + num_test,
                     done / max(time.perf_counter() - started, 1e-9))
     for split in SPLITS:
         (out_dir / f"{split}.json").write_text(json.dumps(records[split], indent=1) + "\n")
+    (out_dir / "stills.json").write_text(json.dumps(stills, indent=1) + "\n")
     build_tokenizer().save_pretrained(out_dir / "tokenizer")
     manifest = {
         "generator": "videoccam.synth",
@@ -174,6 +192,7 @@ def generate_dataset(
         "seed": seed,
         "num_train": num_train,
         "num_test": num_test,
+        "num_stills": len(stills),
         "size": config.size,
         "frames": config.num_frames,
         "beats": config.num_beats,
@@ -193,7 +212,7 @@ def generate_dataset(
     return manifest
 
 
-def _run(jobs: list, workers: int) -> Iterator[list[dict[str, Any]]]:
+def _run(jobs: list, workers: int) -> Iterator[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """Run the chunk jobs, yielding their records in job order, here or in ``workers`` processes."""
     if workers == 1 or len(jobs) <= 1:
         yield from map(_write_samples, jobs)
