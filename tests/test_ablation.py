@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from videoccam.cli import main
 from videoccam.synth import generate_dataset
@@ -58,5 +59,12 @@ def test_ablate_command_end_to_end(world, tmp_path, capsys):
     assert "| CCAM | 32 |" in capsys.readouterr().out
     plain = json.loads((out / "seed0" / "plain-cross-attn" / "final" / "config.json").read_text())
     assert plain["projector_config"]["mask"] == "none"
+    # stage 1 (stills) was trained once and both variants' stage 2 started from it
+    stage1 = out / "seed0" / "stills" / "final"
+    assert json.loads((stage1 / "config.json").read_text())["projector_config"]["mask"] == "ccam"
+    for variant in ("plain-cross-attn", "ccam"):
+        run_config = yaml.safe_load((out / "seed0" / variant / "config.yaml").read_text())
+        assert run_config["model"]["checkpoint"] == str(stage1)
+    assert summary["stage1_config"] == "synth-stills" and set(summary["stage1_s"]) == {"0"}
     preds = (out / "seed0" / "ccam" / "predictions-16.jsonl").read_text().splitlines()
     assert len(preds) == 6 and {"prediction", "answer", "correct"} <= json.loads(preds[0]).keys()

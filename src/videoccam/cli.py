@@ -159,7 +159,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
     variants = args.variants or list(VARIANTS)
     summary = run_ablation(args.data, args.out, variants=variants, frames=args.frames, seeds=args.seeds,
-                           config=args.config, overrides=args.overrides, limit=args.limit)
+                           config=args.config, overrides=args.overrides, limit=args.limit,
+                           stage1_config=None if args.stage1_config == "none" else args.stage1_config)
     print((Path(args.out) / "results.md").read_text(), end="")
     print(f"wall time {summary['wall_s'] / 60:.1f} min; results in {args.out}")
     return 0
@@ -253,7 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all five")
     ablate.add_argument("--frames", nargs="+", type=int, default=[16, 32, 64], help="evaluation frame counts")
     ablate.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
-    ablate.add_argument("--config", default="synth-ccam", help="base training config (default synth-ccam)")
+    ablate.add_argument("--config", default="synth-ccam", help="stage-2 training config (default synth-ccam)")
+    ablate.add_argument("--stage1-config", default="synth-stills",
+                        help="stage-1 config, trained once per seed on stills.json (default synth-stills; "
+                             "'none': train --config alone, which must then build its own model)")
     ablate.add_argument("--limit", type=int, help="evaluate only the first N test questions")
     ablate.add_argument("overrides", nargs="*", help="config overrides for every variant, e.g. optim.epochs=2")
     ablate.set_defaults(func=cmd_ablate)

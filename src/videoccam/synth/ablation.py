@@ -1,8 +1,10 @@
 """The temporal ablation: what CCAM and each TC-LLaVA option buy on the synthetic world.
 
-Every variant is the shipped ``synth-ccam`` training config with one change, trained on the same
-data, steps and seed with :func:`videoccam.train.train` at 16 frames, then evaluated (greedy, exact
-match of the answer) on the test split at 16, 32 and 64 frames. Accuracy per question family comes
+Per seed, stage 1 (the shipped ``synth-stills`` config: perception on single frames) is trained
+once; every variant is then stage 2, the shipped ``synth-ccam`` config with one change, started from
+that stage-1 model and trained on the same clips, steps and seed with :func:`videoccam.train.train`
+at 16 frames, then evaluated (greedy, exact match of the answer) on the test split at 16, 32 and 64
+frames. Accuracy per question family comes
 with the number of questions and a 95% Wilson interval; the order families have chance 1/2 (or
 1/(n-1) for ``after``), see docs/synthetic-world.md.
 """
@@ -124,8 +126,15 @@ def score(results: Sequence[dict[str, Any]]) -> dict[str, FamilyScore]:
 
 def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequence[str] = tuple(VARIANTS),
                  frames: Sequence[int] = (16, 32, 64), seeds: Sequence[int] = (0,), config: str = "synth-ccam",
-                 overrides: Sequence[str] = (), limit: int | None = None, workers: int = 2) -> dict[str, Any]:
-    """Train every variant (per seed) and evaluate it; write ``results.json`` and ``results.md``."""
+                 stage1_config: str | None = "synth-stills", overrides: Sequence[str] = (),
+                 limit: int | None = None, workers: int = 2) -> dict[str, Any]:
+    """Train every variant (per seed) and evaluate it; write ``results.json`` and ``results.md``.
+
+    With ``stage1_config`` (default: the ``synth-stills`` perception stage on ``stills.json``), stage 1
+    is trained once per seed into ``out/seed<S>/stills`` and every variant's stage 2 (``config``)
+    starts from it, so the variants differ only in their stage-2 options. ``overrides`` apply to both
+    stages. ``stage1_config=None`` trains ``config`` alone (it must then build its own model).
+    """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from videoccam.train import train
@@ -136,8 +145,8 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     started = time.perf_counter()
-    base = load_config(resolve_config(config), [f"model.tokenizer={data_dir / 'tokenizer'}",
-                                                f"data.train={data_dir / 'train.json'}", *overrides])
+    data = [f"model.tokenizer={data_dir / 'tokenizer'}", f"data.train={data_dir / 'train.json'}"]
+    base = load_config(resolve_config(config), [*(data if stage1_config is None else data[1:]), *overrides])
     if base.data.cache_frames:  # decode every clip once, in parallel, for all variants and frame counts
         train_clips = [data_dir / r["video"] for r in read_records(data_dir / "train.json")]
         warm_frame_cache(train_clips, base.data.num_frames, base.data.sample, workers=workers)
@@ -145,15 +154,26 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
         for num_frames in frames:
             warm_frame_cache(test_clips, num_frames, "uniform", workers=workers)
         logger.info("decoded the clips in %.0f s", time.perf_counter() - started)
+    stage1_s: dict[int, float] = {}
+    source: dict[int, list[str]] = {}
+    for seed in seeds:
+        seeded = [f"model.seed={seed}", f"optim.seed={seed}", f"data.seed={seed}", "output.progress=false"]
+        if stage1_config is None:
+            source[seed] = [data[0], *seeded]
+            continue
+        stage1 = out_dir / f"seed{seed}" / "stills"
+        t0 = time.perf_counter()
+        if not (stage1 / "final" / "config.json").is_file():
+            train(load_config(resolve_config(stage1_config), [
+                data[0], f"data.train={data_dir / 'stills.json'}", f"output.dir={stage1}", *seeded, *overrides]))
+        stage1_s[seed] = time.perf_counter() - t0
+        source[seed] = [f"model.checkpoint={stage1 / 'final'}", *seeded]
     runs = []
     for seed in seeds:
         for name in variants:
-            run_dir = out_dir / f"seed{seed}" / _slug(name)
+            run_dir = out_dir / f"seed{seed}" / variant_slug(name)
             cfg = load_config(resolve_config(config), [
-                f"model.tokenizer={data_dir / 'tokenizer'}", f"data.train={data_dir / 'train.json'}",
-                f"output.dir={run_dir}", f"model.seed={seed}", f"optim.seed={seed}", f"data.seed={seed}",
-                "output.progress=false", *VARIANTS[name], *overrides,
-            ])
+                data[1], f"output.dir={run_dir}", *source[seed], *VARIANTS[name], *overrides])
             t0 = time.perf_counter()
             final = run_dir / "final"
             if not (final / "config.json").is_file():  # a finished variant is not trained again
@@ -176,14 +196,16 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
                     "".join(json.dumps(r) + "\n" for r in results))
                 logger.info("%s seed %d @%d frames: %s", name, seed, num_frames,
                             ", ".join(f"{f} {s.accuracy:.2f}" for f, s in scores.items()))
-    summary = {"data": str(data_dir), "config": config, "overrides": list(overrides), "seeds": list(seeds),
-               "frames": list(frames), "wall_s": time.perf_counter() - started, "runs": runs}
+    summary = {"data": str(data_dir), "config": config, "stage1_config": stage1_config,
+               "overrides": list(overrides), "seeds": list(seeds), "frames": list(frames),
+               "stage1_s": stage1_s, "wall_s": time.perf_counter() - started, "runs": runs}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "results.md").write_text(markdown_table(summary))
     return summary
 
 
-def _slug(name: str) -> str:
+def variant_slug(name: str) -> str:
+    """The run folder name of a variant: "CCAM + dual RoPE" -> "ccam-dual-rope"."""
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
 
 
