@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -206,7 +207,7 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
 
 def variant_slug(name: str) -> str:
     """The run folder name of a variant: "CCAM + dual RoPE" -> "ccam-dual-rope"."""
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
 def markdown_table(summary: dict[str, Any]) -> str:

@@ -31,12 +31,11 @@ from videoccam.errors import ConfigError
 from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.processing.processor import VideoCCAMProcessor
 from videoccam.projector import CCAMProjector
-from videoccam.train.config import PROJECTOR_CHECKPOINT_OPTIONS, LoraSettings, ModelSettings, StageSettings
+from videoccam.train.config import LoraSettings, ModelSettings, StageSettings
 
 logger = logging.getLogger(__name__)
 
 PLACEHOLDER_TOKENS = ("<image>", "<video>")
-
 COMPONENTS = ("vision_model", "projector", "language_model")
 
 
@@ -124,14 +123,11 @@ def build_model(settings: ModelSettings, num_frames: int = 16,
 
 
 def _set_projector_options(model: VideoCCAMForConditionalGeneration, options: dict[str, Any]) -> None:
-    """Apply ``model.projector`` options to a loaded checkpoint: only the weight-free ones
-    (``PROJECTOR_CHECKPOINT_OPTIONS``, checked by the config), e.g. continuing a stage with
-    ``mask=none`` for the plain cross-attention ablation."""
+    """Apply ``model.projector`` options to a loaded checkpoint, e.g. ``mask=none`` to continue a stage
+    with plain cross-attention (the ablation). Only the weight-free ``PROJECTOR_CHECKPOINT_OPTIONS``
+    can reach here: :meth:`TrainConfig.validate` refuses the others, naming the key."""
     if not options:
         return
-    fixed = sorted(set(options) - set(PROJECTOR_CHECKPOINT_OPTIONS))
-    if fixed:
-        raise ConfigError(f"model.projector.{fixed[0]}: cannot change on a loaded checkpoint")
     config = model.config.projector_config
     CCAMProjectorConfig(**{**config.to_dict(), **options})  # validates the values (ConfigError)
     for key, value in options.items():
