@@ -307,7 +307,7 @@ def test_merged_and_adapter_outputs_load_to_the_same_model(dataset, tmp_path):
     config.model.tokenizer = None
     config.model.from_scratch = False
     config.model.checkpoint = str(adapter)
-    config.model.vision_config, config.model.text_config = {}, {}
+    config.model.vision_config, config.model.text_config, config.model.projector = {}, {}, {}
     assert (train(config) / "model.safetensors").is_file()
 
 
