@@ -16,7 +16,7 @@ from typing import Any
 
 from safetensors.torch import load_file
 
-from videoccam.synth.ablation import VARIANTS, variant_slug
+from videoccam.synth.ablation import VARIANTS, accuracy_cell, variant_slug
 
 DEFAULT_DEST = Path(__file__).resolve().parents[1] / "src" / "videoccam" / "assets" / "default_model"
 
@@ -67,16 +67,11 @@ def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest:
     rows, chance_families = [], []
     for fam in families:
         first = runs[0]["families"][fam]
-        cells = []
-        for run in runs:
-            entry = run["families"][fam]
-            lo, hi = entry["ci95"]
-            cells.append(f"{100 * entry['accuracy']:.1f} [{100 * lo:.0f}, {100 * hi:.0f}]")
-        lo, hi = runs[0]["families"][fam]["ci95"]
+        lo, hi = first["ci95"]
         if lo <= first["chance"] <= hi:
             chance_families.append(fam)
         rows.append(f"| {fam} | {'yes' if first['order_dependent'] else 'no'} | {100 * first['chance']:.0f} | "
-                    + " | ".join(cells) + " |")
+                    + " | ".join(accuracy_cell(run["families"][fam]) for run in runs) + " |")
     params = sum(t.numel() for t in load_file(dest / "model.safetensors").values())
     overrides = "".join(f" {o}" for o in VARIANTS[variant])
     (dest / "README.md").write_text(CARD.format(

@@ -146,8 +146,9 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     started = time.perf_counter()
-    data = [f"model.tokenizer={data_dir / 'tokenizer'}", f"data.train={data_dir / 'train.json'}"]
-    base = load_config(resolve_config(config), [*(data if stage1_config is None else data[1:]), *overrides])
+    tokenizer = f"model.tokenizer={data_dir / 'tokenizer'}"
+    clips = f"data.train={data_dir / 'train.json'}"
+    base = load_config(resolve_config(config), [*([tokenizer] if stage1_config is None else []), clips, *overrides])
     if base.data.cache_frames:  # decode every clip once, in parallel, for all variants and frame counts
         train_clips = [data_dir / r["video"] for r in read_records(data_dir / "train.json")]
         warm_frame_cache(train_clips, base.data.num_frames, base.data.sample, workers=workers)
@@ -160,13 +161,13 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     for seed in seeds:
         seeded = [f"model.seed={seed}", f"optim.seed={seed}", f"data.seed={seed}", "output.progress=false"]
         if stage1_config is None:
-            source[seed] = [data[0], *seeded]
+            source[seed] = [tokenizer, *seeded]
             continue
         stage1 = out_dir / f"seed{seed}" / "stills"
         t0 = time.perf_counter()
         if not (stage1 / "final" / "config.json").is_file():
             train(load_config(resolve_config(stage1_config), [
-                data[0], f"data.train={data_dir / 'stills.json'}", f"output.dir={stage1}", *seeded, *overrides]))
+                tokenizer, f"data.train={data_dir / 'stills.json'}", f"output.dir={stage1}", *seeded, *overrides]))
         stage1_s[seed] = time.perf_counter() - t0
         source[seed] = [f"model.checkpoint={stage1 / 'final'}", *seeded]
     runs = []
@@ -174,7 +175,7 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
         for name in variants:
             run_dir = out_dir / f"seed{seed}" / variant_slug(name)
             cfg = load_config(resolve_config(config), [
-                data[1], f"output.dir={run_dir}", *source[seed], *VARIANTS[name], *overrides])
+                clips, f"output.dir={run_dir}", *source[seed], *VARIANTS[name], *overrides])
             t0 = time.perf_counter()
             final = run_dir / "final"
             if not (final / "config.json").is_file():  # a finished variant is not trained again
@@ -225,7 +226,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
     for run in runs:
         fam = run["families"]
         row = [run["variant"], str(run["frames"]), *([str(run["seed"])] if len(summary["seeds"]) > 1 else []),
-               *[_cell(fam[f]) for f in order + control], f"{100 * _mean(fam, order):.1f}",
+               *[accuracy_cell(fam[f]) for f in order + control], f"{100 * _mean(fam, order):.1f}",
                f"{100 * _mean(fam, control):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
     minutes = summary["wall_s"] / 60
@@ -235,7 +236,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _cell(entry: dict[str, Any]) -> str:
+def accuracy_cell(entry: dict[str, Any]) -> str:
+    """``"74 [65, 82]"``: a results.json family entry's accuracy % and 95% interval."""
     lo, hi = entry["ci95"]
     return f"{100 * entry['accuracy']:.0f} [{100 * lo:.0f}, {100 * hi:.0f}]"
 

@@ -116,6 +116,8 @@ def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldC
     """
     out_dir, seed, split, indices, families, config = job
     records, stills = [], []
+    if split == "train":
+        (out_dir / "stills" / split).mkdir(parents=True, exist_ok=True)
     for index in indices:
         sample, own_seed = dataset_sample(seed, split, index, families, config)
         sample_id = f"{split}_{index:06d}"
@@ -126,7 +128,6 @@ def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldC
             beats = sample.clip.render_beats()  # [beats, H, W, 3]
             for still in make_stills(sample, own_seed):
                 image = f"stills/{split}/{sample_id}_beat{still.beat:02d}.png"
-                (out_dir / image).parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(beats[still.beat]).save(out_dir / image)
                 stills.append(still_record(still, sample_id, image, own_seed))
     return records, stills

@@ -19,7 +19,6 @@ import numpy as np
 from videoccam.synth.families import NUMBER_WORDS, QUESTIONS, Sample, colour_set_answer
 from videoccam.synth.world import Clip
 
-STILL_FAMILIES: tuple[str, ...] = ("colours", "count", "position")
 POSITION_QUESTION = "is the {subject} object left or right ?"
 STILLS_PER_CLIP = 2
 _STILLS_KEY = 0x5711  # seed-sequence tag of the stills' stream (the clip's own stream is untouched)
@@ -56,11 +55,12 @@ def make_stills(sample: Sample, own_seed: int, count: int = STILLS_PER_CLIP) -> 
     """
     clip = sample.clip
     rng = np.random.default_rng([own_seed, _STILLS_KEY])
-    beats = [b for b in range(clip.config.num_beats) if visible(clip, b)]
+    seen = [visible(clip, b) for b in range(clip.config.num_beats)]
+    beats = [b for b, objects in enumerate(seen) if objects]
     chosen = sorted(int(b) for b in rng.choice(beats, size=min(count, len(beats)), replace=False))
     stills = []
     for beat in chosen:
-        objects = visible(clip, beat)
+        objects = seen[beat]
         turns = [
             ("colours", QUESTIONS["colours"], colour_set_answer([c for c, _ in objects])),
             ("count", QUESTIONS["count"], NUMBER_WORDS[len(objects) - 1]),
