@@ -67,9 +67,9 @@ def test_unmasked_query_self_attention_leaks_later_frames():
 @pytest.mark.parametrize("overrides", [
     {}, {"mask": "none"}, {"num_key_value_heads": 4}, {"causal_query_self_attention": False}, {"num_query": 5},
 ])
-def test_dense_equals_streaming(overrides):
+@pytest.mark.parametrize("counts", [[3, 1, 7, 16], [6, 6, 6]])  # T > Q for num_query=5, an image; equal clips
+def test_dense_equals_streaming(overrides, counts):
     proj = make(**overrides)
-    counts = [3, 1, 7, 16]  # includes T > Q for num_query=5 and an image
     v = torch.randn(sum(counts), P, DV)
     dense = proj(v, counts, path="dense")
     fast = proj(v, counts, path="streaming")
@@ -77,9 +77,9 @@ def test_dense_equals_streaming(overrides):
     assert torch.equal(dense.frame_ids, fast.frame_ids)
 
 
-def test_dense_equals_streaming_gradients():
+@pytest.mark.parametrize("counts", [[2, 5], [4, 4]])
+def test_dense_equals_streaming_gradients(counts):
     proj = make()
-    counts = [2, 5]
     v = torch.randn(sum(counts), P, DV)
     grads = []
     for path in ("dense", "streaming"):

@@ -254,6 +254,25 @@ def test_collate_pads_right_and_mixes_images_and_videos(proc, media):
     assert empty["pixel_values"] is None and empty["frame_counts"] is None
 
 
+def test_cached_frames_give_the_same_samples_and_are_read_once(proc, media, tmp_path):
+    (tmp_path / "clip.mp4").write_bytes((media / "clip.mp4").read_bytes())
+    (tmp_path / "still.png").write_bytes((media / "still.png").read_bytes())
+    records = [{"video": "clip.mp4", "image": "still.png", "conversations": qa("<video> then <image> ?", "yes")},
+               {"video": "clip.mp4", "conversations": qa()}]
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    plain = LlavaDataset(path, proc, num_frames=4, sample="uniform")
+    cached = LlavaDataset(path, proc, num_frames=4, sample="uniform", cache_frames=True)
+    for i in range(2):
+        want, got = plain[i], cached[i]
+        assert torch.equal(got.input_ids, want.input_ids) and torch.equal(got.labels, want.labels)
+        assert torch.equal(got.pixel_values, want.pixel_values) and got.frame_counts == want.frame_counts
+    assert frame_indices(cached[1].pixel_values) == [5, 15, 25, 35]
+    (tmp_path / "clip.mp4").unlink()  # the clip's pixels come from the cache from now on
+    again = LlavaDataset(path, proc, num_frames=4, sample="uniform", cache_frames=True)
+    assert again[1] is not None and torch.equal(again[1].pixel_values, cached[1].pixel_values)
+    assert plain[1] is None  # without the cache the missing clip is a skipped sample
+
+
 def test_a_collated_batch_trains_the_model(media):
     model, processor = make_tiny_model()
     records = [{"video": "clip.mp4", "conversations": qa()}, {"image": "still.png", "conversations": qa("a ?", "b")}]

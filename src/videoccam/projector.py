@@ -149,12 +149,16 @@ def _cross_attention_dense(attn: ProjectorAttention, q: torch.Tensor, k: torch.T
     """Reference path: one SDPA call with a materialised ``[M, 1, Q, T_max*P]`` boolean mask."""
     num_queries, num_tokens = q.shape[-2], k.shape[-2]
     t_max = max(frame_counts)
-    keys = torch.nn.utils.rnn.pad_sequence(
-        [kk.transpose(0, 1) for kk in _per_item_keys(k, frame_counts)], batch_first=True
-    ).transpose(1, 2)  # [M, T_max*P, K, Dh] -> [M, K, T_max*P, Dh]
-    values = torch.nn.utils.rnn.pad_sequence(
-        [vv.transpose(0, 1) for vv in _per_item_keys(v, frame_counts)], batch_first=True
-    ).transpose(1, 2)  # [M, K, T_max*P, Dh]
+    if min(frame_counts) == t_max:  # equal clips (training batches): one reshape, no padding copies
+        keys = k.unflatten(0, (len(frame_counts), t_max)).transpose(1, 2).flatten(2, 3)  # [M, K, T*P, Dh]
+        values = v.unflatten(0, (len(frame_counts), t_max)).transpose(1, 2).flatten(2, 3)  # [M, K, T*P, Dh]
+    else:
+        keys = torch.nn.utils.rnn.pad_sequence(
+            [kk.transpose(0, 1) for kk in _per_item_keys(k, frame_counts)], batch_first=True
+        ).transpose(1, 2)  # [M, T_max*P, K, Dh] -> [M, K, T_max*P, Dh]
+        values = torch.nn.utils.rnn.pad_sequence(
+            [vv.transpose(0, 1) for vv in _per_item_keys(v, frame_counts)], batch_first=True
+        ).transpose(1, 2)  # [M, K, T_max*P, Dh]
     masks = []
     for m, t in enumerate(frame_counts):
         frame_ok = torch.zeros(num_queries, t_max, dtype=torch.bool, device=q.device)  # [Q, T_max]

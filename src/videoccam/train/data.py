@@ -353,6 +353,23 @@ def cached_frames(path: str | Path, num_frames: int, sample: str, video_kwargs: 
     return frames
 
 
+_PIXEL_CACHE: dict[tuple, torch.Tensor] = {}
+
+
+def cached_pixels(path: str | Path, num_frames: int, sample: str, processor: VideoCCAMProcessor,
+                  video_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
+    """``processor.preprocess_media`` of :func:`cached_frames` (``[T, 3, H, W]``), computed once per
+    process and image-processor setting, so later epochs skip resizing and normalising every frame."""
+    kwargs = dict(video_kwargs or {})
+    key = (*_cache_key(path, num_frames, sample, kwargs), processor.image_processor.to_json_string())
+    pixels = _PIXEL_CACHE.get(key)
+    if pixels is None:
+        frames = cached_frames(path, num_frames, sample, kwargs)  # [T, H, W, 3]
+        pixels = processor.preprocess_media([frames], kinds=["video"])["pixel_values"]  # [T, 3, H, W]
+        _PIXEL_CACHE[key] = pixels
+    return pixels
+
+
 def warm_frame_cache(paths: Sequence[str | Path], num_frames: int, sample: str,
                      video_kwargs: dict[str, Any] | None = None, workers: int = 2) -> None:
     """Decode ``paths`` into the :func:`cached_frames` cache with a process pool (clips that fail are
@@ -402,9 +419,10 @@ class LlavaDataset(Dataset):
         video_kwargs: further :func:`load_video` options (``size``, ``timeout``, ``fps``,
             ``max_frames``, ``backend``, ...); ``size``, ``timeout`` and ``backend`` apply to images too.
 
-    cache_frames: keep every video's decoded frames in memory, shared by all datasets of the process
-            (several runs in one process decode each clip once), for small datasets trained several
-            epochs with deterministic sampling. Memory: clips x frames x H x W x 3 bytes.
+    cache_frames: keep every video's decoded frames, and their preprocessed pixels, in memory, shared
+            by all datasets of the process (several runs in one process decode each clip once), for
+            small datasets trained several epochs with deterministic sampling. Memory per clip: frames
+            x (H x W x 3 bytes + 3 x S x S x 4 bytes) at the model's image size S.
 
     The epoch and the skip counters live in shared memory, so :meth:`set_epoch` in the main process
     reaches DataLoader workers, persistent ones included, and :attr:`skipped` sums all workers.
@@ -507,9 +525,12 @@ class LlavaDataset(Dataset):
             try:
                 if kind == "image":
                     opts = {key: v for key, v in self.video_kwargs.items() if key in _LOAD_ONLY_KWARGS}
-                    media.append(load_video(path, num_frames=1, sample="uniform", **opts).frames[0])  # [H, W, 3]
+                    image = load_video(path, num_frames=1, sample="uniform", **opts).frames[0]  # [H, W, 3]
+                    media.append(self.processor.preprocess_media([image], kinds=["image"])["pixel_values"]
+                                 if self.cache_frames else image)  # [1, 3, H, W] or [H, W, 3]
                 elif self.cache_frames:
-                    media.append(cached_frames(path, self.num_frames, self.sample, self.video_kwargs))
+                    media.append(cached_pixels(path, self.num_frames, self.sample, self.processor,
+                                               self.video_kwargs))  # [T, 3, H, W]
                 else:
                     media.append(load_video(path, num_frames=self.num_frames, sample=self.sample,
                                             seed=item_seed(self.seed, epoch, index, k), **self.video_kwargs).frames)
@@ -517,17 +538,21 @@ class LlavaDataset(Dataset):
                 return self._skip(index, line, rid, "missing", str(err))
             except (MediaError, OSError) as err:
                 return self._skip(index, line, rid, "decode", str(err))
-        inputs = self.processor(messages, media, add_generation_prompt=False, return_labels=True,
-                                padding_side="right")
+        if self.cache_frames:  # media are preprocessed already: tokenize the text alone
+            inputs = self.processor(messages, add_generation_prompt=False, return_labels=True,
+                                    padding_side="right", text_only=True)
+            pixel_values = torch.cat(media) if media else None  # [N, 3, H, W]
+            frame_counts = [m.shape[0] for m in media]
+        else:
+            inputs = self.processor(messages, media, add_generation_prompt=False, return_labels=True,
+                                    padding_side="right")
+            pixel_values = inputs["pixel_values"] if media else None  # [N, 3, H, W]
+            frame_counts = inputs["frame_counts"].tolist() if media else []
         input_ids = inputs["input_ids"][0]  # [L]
         if self.max_length is not None and input_ids.numel() > self.max_length:
             return self._skip(index, line, rid, "too_long", f"{input_ids.numel()} tokens > {self.max_length}")
-        has_media = "pixel_values" in inputs
-        return Sample(
-            index=index, input_ids=input_ids, labels=inputs["labels"][0],
-            pixel_values=inputs["pixel_values"] if has_media else None,
-            frame_counts=inputs["frame_counts"].tolist() if has_media else [],
-        )
+        return Sample(index=index, input_ids=input_ids, labels=inputs["labels"][0], pixel_values=pixel_values,
+                      frame_counts=frame_counts)
 
     def _skip(self, index: int, line: int, rid: str | None, reason: str, message: str) -> None:
         info = get_worker_info()
