@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
+from safetensors.torch import load_file
 
 from videoccam.cli import main
 from videoccam.synth import generate_dataset
-from videoccam.synth.ablation import VARIANTS, score, wilson_interval
+from videoccam.synth.ablation import VARIANTS, run_ablation, score, wilson_interval
 
 
 def test_wilson_interval_literal_values():
@@ -68,3 +70,24 @@ def test_ablate_command_end_to_end(world, tmp_path, capsys):
     assert summary["stage1_config"] == "synth-stills" and set(summary["stage1_s"]) == {"0"}
     preds = (out / "seed0" / "ccam" / "predictions-16.jsonl").read_text().splitlines()
     assert len(preds) == 6 and {"prediction", "answer", "correct"} <= json.loads(preds[0]).keys()
+
+
+def test_variants_trained_side_by_side_equal_one_at_a_time(world, tmp_path):
+    """workers=2 (two forked processes, then the odd one here) trains and scores what one process does, thread for thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # stage 1 (this process) and every variant (either way) run on one thread
+    try:
+        kwargs = {"variants": ["plain cross-attn", "CCAM + dual RoPE", "CCAM"], "frames": [16],
+                  "overrides": ["optim.max_steps=2", "optim.micro_batch_size=4", "output.save_every=0"]}
+        side = run_ablation(world, tmp_path / "side", workers=2, **kwargs)
+        alone = run_ablation(world, tmp_path / "alone", workers=1, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    assert [r["families"] for r in side["runs"]] == [r["families"] for r in alone["runs"]]
+    assert [r["variant"] for r in side["runs"]] == ["plain cross-attn", "CCAM + dual RoPE", "CCAM"]
+    for variant in ("plain-cross-attn", "ccam-dual-rope", "ccam"):  # two side by side, the third alone
+        a, b = (load_file(tmp_path / run / "seed0" / variant / "final" / "model.safetensors")
+                for run in ("side", "alone"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert ((tmp_path / "side" / "seed0" / variant / "predictions-16.jsonl").read_text()
+                == (tmp_path / "alone" / "seed0" / variant / "predictions-16.jsonl").read_text())

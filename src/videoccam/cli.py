@@ -160,7 +160,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     variants = args.variants or list(VARIANTS)
     summary = run_ablation(args.data, args.out, variants=variants, frames=args.frames, seeds=args.seeds,
                            config=args.config, overrides=args.overrides, limit=args.limit,
-                           stage1_config=None if args.stage1_config == "none" else args.stage1_config)
+                           stage1_config=None if args.stage1_config == "none" else args.stage1_config,
+                           workers=args.workers)
     print((Path(args.out) / "results.md").read_text(), end="")
     print(f"wall time {summary['wall_s'] / 60:.1f} min; results in {args.out}")
     return 0
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="stage-1 config, trained once per seed on stills.json (default synth-stills; "
                              "'none': train --config alone, which must then build its own model)")
     ablate.add_argument("--limit", type=int, help="evaluate only the first N test questions")
+    ablate.add_argument("--workers", type=int, default=2,
+                        help="processes that decode, then train and evaluate variants side by side (default 2)")
     ablate.add_argument("overrides", nargs="*", help="config overrides for every variant, e.g. optim.epochs=2")
     ablate.set_defaults(func=cmd_ablate)
     return parser

@@ -14,10 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
 import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,9 +137,12 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     is trained once per seed into ``out/seed<S>/stills`` and every variant's stage 2 (``config``)
     starts from it, so the variants differ only in their stage-2 options. ``overrides`` apply to both
     stages. ``stage1_config=None`` trains ``config`` alone (it must then build its own model).
-    """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    ``workers`` processes decode the clips, then train and evaluate the variants side by side, each
+    on ``torch.get_num_threads() // workers`` threads (a small model on a 2-core CPU gets more steps
+    per second from two one-thread processes than from one two-thread process); the variants left
+    over after the last full round run in this process on all threads.
+    """
     from videoccam.train import train
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -170,40 +175,73 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
                 tokenizer, f"data.train={data_dir / 'stills.json'}", f"output.dir={stage1}", *seeded, *overrides]))
         stage1_s[seed] = time.perf_counter() - t0
         source[seed] = [f"model.checkpoint={stage1 / 'final'}", *seeded]
-    runs = []
-    for seed in seeds:
-        for name in variants:
-            run_dir = out_dir / f"seed{seed}" / variant_slug(name)
-            cfg = load_config(resolve_config(config), [
-                clips, f"output.dir={run_dir}", *source[seed], *VARIANTS[name], *overrides])
-            t0 = time.perf_counter()
-            final = run_dir / "final"
-            if not (final / "config.json").is_file():  # a finished variant is not trained again
-                train(cfg)
-            train_s = time.perf_counter() - t0
-            model = AutoModelForImageTextToText.from_pretrained(final).eval()
-            processor = AutoProcessor.from_pretrained(final)
-            for num_frames in frames:
-                t1 = time.perf_counter()
-                results = evaluate(model, processor, data_dir / "test.json", num_frames, limit=limit)
-                scores = score(results)
-                runs.append({
-                    "variant": name, "seed": seed, "frames": num_frames, "train_s": train_s,
-                    "eval_s": time.perf_counter() - t1, "model": str(final),
-                    "families": {f: {"n": s.n, "correct": s.correct, "accuracy": s.accuracy,
-                                     "ci95": list(s.interval), "chance": s.chance,
-                                     "order_dependent": s.order_dependent} for f, s in scores.items()},
-                })
-                (run_dir / f"predictions-{num_frames}.jsonl").write_text(
-                    "".join(json.dumps(r) + "\n" for r in results))
-                logger.info("%s seed %d @%d frames: %s", name, seed, num_frames,
-                            ", ".join(f"{f} {s.accuracy:.2f}" for f, s in scores.items()))
+    jobs = [VariantJob(name, seed, str(data_dir), str(out_dir / f"seed{seed}" / variant_slug(name)), config,
+                       [clips, *source[seed], *VARIANTS[name], *overrides], tuple(frames), limit)
+            for seed in seeds for name in variants]
+    side_by_side = len(jobs) // workers * workers if workers > 1 else 0
+    per_job = []
+    if side_by_side:
+        # each worker trains and evaluates whole variants on its share of the cores; fork keeps the
+        # decoded-clip cache of this process (copy on write), so nothing is decoded twice
+        threads = max(1, torch.get_num_threads() // workers)
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
+                                   initializer=torch.set_num_threads, initargs=(threads,))
+        with pool:
+            per_job = list(pool.map(run_variant, jobs[:side_by_side]))
+    per_job += [run_variant(job) for job in jobs[side_by_side:]]  # a last odd job gets every thread here
+    runs = [run for job_runs in per_job for run in job_runs]
     summary = {"data": str(data_dir), "config": config, "stage1_config": stage1_config,
                "overrides": list(overrides), "seeds": list(seeds), "frames": list(frames),
                "stage1_s": stage1_s, "wall_s": time.perf_counter() - started, "runs": runs}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "results.md").write_text(markdown_table(summary))
     return summary
+
+
+@dataclass(frozen=True)
+class VariantJob:
+    """One variant of one seed: its stage-2 training (``config`` + ``overrides``) and evaluations."""
+
+    name: str
+    seed: int
+    data_dir: str
+    run_dir: str
+    config: str
+    overrides: list[str]
+    frames: tuple[int, ...]
+    limit: int | None
+
+
+def run_variant(job: VariantJob) -> list[dict[str, Any]]:
+    """Train ``job``'s variant (unless its ``final`` model exists) and evaluate it at every frame count;
+    writes ``predictions-<frames>.jsonl`` next to the run and returns one results entry per frame count."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from videoccam.train import train
+
+    run_dir, data_dir = Path(job.run_dir), Path(job.data_dir)
+    final = run_dir / "final"
+    t0 = time.perf_counter()
+    if not (final / "config.json").is_file():  # a finished variant is not trained again
+        train(load_config(resolve_config(job.config), [*job.overrides, f"output.dir={run_dir}"]))
+    train_s = time.perf_counter() - t0
+    model = AutoModelForImageTextToText.from_pretrained(final).eval()
+    processor = AutoProcessor.from_pretrained(final)
+    runs = []
+    for num_frames in job.frames:
+        t1 = time.perf_counter()
+        results = evaluate(model, processor, data_dir / "test.json", num_frames, limit=job.limit)
+        scores = score(results)
+        runs.append({
+            "variant": job.name, "seed": job.seed, "frames": num_frames, "train_s": train_s,
+            "eval_s": time.perf_counter() - t1, "model": str(final),
+            "families": {f: {"n": s.n, "correct": s.correct, "accuracy": s.accuracy, "ci95": list(s.interval),
+                             "chance": s.chance, "order_dependent": s.order_dependent} for f, s in scores.items()},
+        })
+        (run_dir / f"predictions-{num_frames}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
+        logger.info("%s seed %d @%d frames: %s", job.name, job.seed, num_frames,
+                    ", ".join(f"{f} {s.accuracy:.2f}" for f, s in scores.items()))
+    return runs
 
 
 def variant_slug(name: str) -> str:
