@@ -40,7 +40,7 @@ class ModelSettings:
     from_scratch: bool = False
     vision_config: dict[str, Any] = field(default_factory=dict)  # overrides / the whole config when from_scratch
     text_config: dict[str, Any] = field(default_factory=dict)
-    projector: dict[str, Any] = field(default_factory=dict)  # CCAMProjectorConfig fields (checkpoint: mask only)
+    projector: dict[str, Any] = field(default_factory=dict)  # CCAMProjectorConfig fields (checkpoint: PROJECTOR_CHECKPOINT_OPTIONS only)
     vision_select_layer: int = -2
     frame_block_mask: bool | None = None  # TC-LLaVA options (None: keep the checkpoint's / the default)
     temporal_rope: str | None = None

@@ -357,11 +357,17 @@ _PIXEL_CACHE: dict[tuple, torch.Tensor] = {}
 
 
 def cached_pixels(path: str | Path, num_frames: int, sample: str, processor: VideoCCAMProcessor,
-                  video_kwargs: dict[str, Any] | None = None) -> torch.Tensor:
+                  video_kwargs: dict[str, Any] | None = None, *, processor_key: str | None = None) -> torch.Tensor:
     """``processor.preprocess_media`` of :func:`cached_frames` (``[T, 3, H, W]``), computed once per
-    process and image-processor setting, so later epochs skip resizing and normalising every frame."""
+    process and image-processor setting, so later epochs skip resizing and normalising every frame.
+
+    ``processor_key``: ``processor.image_processor.to_json_string()``, for callers that compute it
+    once instead of on every call.
+    """
     kwargs = dict(video_kwargs or {})
-    key = (*_cache_key(path, num_frames, sample, kwargs), processor.image_processor.to_json_string())
+    if processor_key is None:
+        processor_key = processor.image_processor.to_json_string()
+    key = (*_cache_key(path, num_frames, sample, kwargs), processor_key)
     pixels = _PIXEL_CACHE.get(key)
     if pixels is None:
         frames = cached_frames(path, num_frames, sample, kwargs)  # [T, H, W, 3]
@@ -435,6 +441,8 @@ class LlavaDataset(Dataset):
             raise ConfigError("cache_frames needs deterministic frames: sample='uniform' (or 'fps'/'mvbench'), "
                               "not 'random'")
         self.cache_frames = cache_frames
+        # the image processor's settings, part of every cached_pixels key: serialised once, not per sample
+        self._processor_key = processor.image_processor.to_json_string() if cache_frames else None
         self.path = Path(path)
         self.processor = processor
         self.media_root = Path(media_root) if media_root is not None else self.path.parent
@@ -529,8 +537,8 @@ class LlavaDataset(Dataset):
                     media.append(self.processor.preprocess_media([image], kinds=["image"])["pixel_values"]
                                  if self.cache_frames else image)  # [1, 3, H, W] or [H, W, 3]
                 elif self.cache_frames:
-                    media.append(cached_pixels(path, self.num_frames, self.sample, self.processor,
-                                               self.video_kwargs))  # [T, 3, H, W]
+                    media.append(cached_pixels(path, self.num_frames, self.sample, self.processor, self.video_kwargs,
+                                               processor_key=self._processor_key))  # [T, 3, H, W]
                 else:
                     media.append(load_video(path, num_frames=self.num_frames, sample=self.sample,
                                             seed=item_seed(self.seed, epoch, index, k), **self.video_kwargs).frames)
