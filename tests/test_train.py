@@ -216,6 +216,42 @@ def test_gradient_checkpointing_gives_the_same_step(dataset, tmp_path):
     _assert_close(*runs, atol=1e-6)
 
 
+def _weighted(dataset: Path, path: Path, weights: list[float | None]) -> str:
+    """The fixture's records with ``weights[i]`` on record i's answer turn (none where None)."""
+    records = json.loads((dataset / "data.json").read_text())
+    for record, weight in zip(records, weights, strict=True):
+        if weight is not None:
+            record["conversations"][-1]["weight"] = weight
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
+def _losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def test_turn_weights_give_a_weighted_mean_loss(dataset, tmp_path):
+    """Weight 1 on every turn trains what no weights train (the weighted loss path = HF's loss); one
+    common weight <= 1 (which the end-of-turn markers share) changes nothing (the loss is normalised
+    by the summed weights); uneven weights change the step, and the same global batch gives the same
+    step over accumulation."""
+    uneven = [4, 0, 1, 1, 2.5, 1, 0.5, 1]
+    runs = {}
+    for name, weights, extra in (("plain", [None] * 8, ()), ("ones", [1] * 8, ()), ("common", [0.5] * 8, ()),
+                                 ("uneven", uneven, ()),
+                                 ("uneven-acc", uneven, ("optim.micro_batch_size=1", "optim.grad_accum=2"))):
+        config = _config(dataset, tmp_path / name, "tiny-instruct", "optim.max_steps=2", "optim.micro_batch_size=2",
+                         *extra)
+        config.data.train = _weighted(dataset, tmp_path / f"{name}.json", weights)
+        train(config)
+        runs[name] = _trainable(tmp_path / name, 2)
+    for name in ("ones", "common"):
+        _assert_close(runs["plain"], runs[name], atol=1e-6)
+        assert np.allclose(_losses(tmp_path / name), _losses(tmp_path / "plain"), rtol=1e-5)
+    assert max((runs["plain"][k] - runs["uneven"][k]).abs().max().item() for k in runs["plain"]) > 1e-4
+    _assert_close(runs["uneven"], runs["uneven-acc"], atol=1e-5)
+
+
 def test_two_processes_equal_one_process_on_the_same_global_batch(dataset, tmp_path):
     """torchrun (gloo): 2 x micro-batch 1 == 1 x micro-batch 2; both ranks hold identical weights."""
     one, two = tmp_path / "one", tmp_path / "two"

@@ -111,6 +111,14 @@ def test_media_without_placeholders_are_prepended_to_the_first_human_turn():
     ({"conversations": qa("<image> ?")}, "placeholders", "0 <video> placeholder.* 1 <image> for 0"),
     ({"conversations": qa("<video> ?", "a <image>")}, "placeholders", "only allowed in human turns"),
     ({"conversations": qa("<video> ?", "  ")}, "empty", "empty answer"),
+    ({"conversations": [turn("human", "<video> ?") | {"weight": 2}, turn("gpt", "b")]}, "schema",
+     r"conversations\[0\]: only assistant turns take a loss weight"),
+    ({"conversations": [turn("human", "<video> ?"), turn("gpt", "b") | {"weight": -1}]}, "schema",
+     r"conversations\[1\]: 'weight' must be a finite number >= 0, got -1"),
+    ({"conversations": [turn("human", "<video> ?"), turn("gpt", "b") | {"weight": "high"}]}, "schema",
+     r"conversations\[1\]: 'weight'"),
+    ({"conversations": [turn("human", "<video> ?"), turn("gpt", "b") | {"weight": True}]}, "schema",
+     r"conversations\[1\]: 'weight'"),
 ])
 def test_bad_records_name_the_field(change, kind, match):
     record = {"id": "x", "video": "v.mp4", "conversations": qa("<video>\nq")} | change
@@ -154,6 +162,30 @@ def test_labels_cover_only_the_answers(proc, media):
     prompt = tok.decode(ids[~keep & ~visual])
     assert "what happens ?" in prompt and "be brief ." in prompt and "the red square" not in prompt
     assert s.frame_counts == [4, 1] and s.pixel_values.shape == (5, 3, 32, 32)  # video then image, by placeholder
+
+
+def test_turn_weights_reach_exactly_their_turns_labelled_tokens(proc, media):
+    weighted = {"video": "clip.mp4", "conversations": [
+        turn("human", "<video>\nwhat happens ?"), turn("gpt", "the red square") | {"weight": 3},
+        turn("human", "and then ?"), turn("gpt", "a blue circle"),
+        turn("human", "why ?"), turn("gpt", "no reason") | {"weight": 0}]}
+    plain = {"video": "clip.mp4", "conversations": qa()}
+    ds = LlavaDataset(write_jsonl(media / "weights.jsonl", [weighted, plain]), proc, num_frames=2)
+    s, t = ds[0], ds[1]
+    assert t.loss_weights is None  # no weighted turn: the trainer's plain loss path
+    labelled = s.labels != -100
+    assert s.loss_weights.dtype == torch.float32 and s.loss_weights.shape == s.labels.shape
+    assert (s.loss_weights[~labelled] == 0).all()
+    tok = proc.tokenizer
+    # the answer text gets its turn's weight; the end-of-turn marker min(weight, 1)
+    for weight, text in ((3.0, "the red square"), (1.0, "<|im_end|>\na blue circle<|im_end|>\n"),
+                         (0.0, "no reason<|im_end|>\n")):
+        assert tok.decode(s.labels[labelled & (s.loss_weights == weight)]) == text
+    batch = collate([t, s], pad_token_id=tok.pad_token_id)
+    assert torch.equal(batch["loss_weights"][0], (batch["labels"][0] != -100).float())  # 1 on the plain sample
+    assert torch.equal(batch["loss_weights"][1, :s.labels.numel()], s.loss_weights)
+    assert (batch["loss_weights"][1, s.labels.numel():] == 0).all()
+    assert collate([t, t], pad_token_id=tok.pad_token_id)["loss_weights"] is None
 
 
 def test_random_frames_depend_only_on_seed_epoch_and_index(proc, media):

@@ -8,6 +8,7 @@ sequence length, labels, padding and KV cache are known before the model runs.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,7 +95,10 @@ class VideoCCAMProcessor(ProcessorMixin):
                 If a conversation has media but no placeholder, one per item is prepended to its
                 first user message.
             add_generation_prompt: end with the assistant header (inference).
-            return_labels: add ``labels`` (assistant tokens only; everything else -100).
+            return_labels: add ``labels`` (assistant tokens only; everything else -100). When an
+                assistant message has a ``"weight"`` (a number >= 0; default 1), ``loss_weights
+                [B, S]`` (float) comes too: that weight on the tokens of the message's text,
+                ``min(weight, 1)`` on its end-of-turn marker, 1 on other labelled tokens, 0 elsewhere.
             padding_side: ``"left"`` (generation) or ``"right"`` (training).
             video_kwargs: sampling options for video files (``num_frames``, ``sample``, ``fps``, ...).
             text_only: tokenize only: the placeholders written in the text are expanded to Q tokens
@@ -104,7 +108,8 @@ class VideoCCAMProcessor(ProcessorMixin):
 
         Returns:
             ``input_ids [B, S]``, ``attention_mask [B, S]``, and when media are present
-            ``pixel_values [N, 3, H, W]`` and ``frame_counts [M]``; ``labels [B, S]`` on request.
+            ``pixel_values [N, 3, H, W]`` and ``frame_counts [M]``; ``labels [B, S]`` on request, and
+            ``loss_weights [B, S]`` with it when a message of the batch has a weight.
         """
         if return_tensors != "pt":
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
@@ -113,17 +118,20 @@ class VideoCCAMProcessor(ProcessorMixin):
         if text_only and media is not None:
             raise ValueError("text_only=True tokenizes the text alone: pass media=None")
         conversations, media = _as_batch(conversations, media)
-        ids_batch, labels_batch, pixel_values, frame_counts = [], [], [], []
+        ids_batch, labels_batch, weights_batch, pixel_values, frame_counts = [], [], [], [], []
         for b, (conv, items) in enumerate(zip(conversations, media)):
             messages, items = self._normalise_conversation(conv, items, b, text_only)
             kinds = [m.group(0) for msg in messages for m in self._placeholder_re.finditer(msg["content"])]
             for kind, item in zip(kinds, items):
                 pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"conversation {b}"))
                 frame_counts.append(pixel_values[-1].shape[0])
-            ids, labels = self._tokenize(messages, add_generation_prompt, return_labels, len(kinds), b)
+            ids, labels, weights = self._tokenize(messages, add_generation_prompt, return_labels, len(kinds), b)
             ids_batch.append(ids)
             labels_batch.append(labels)
-        data = self._pad(ids_batch, labels_batch if return_labels else None, padding_side)
+            weights_batch.append(weights)
+        weighted = return_labels and any("weight" in m for conv in conversations for m in conv if isinstance(m, dict))
+        data = self._pad(ids_batch, labels_batch if return_labels else None, padding_side,
+                         weights_batch if weighted else None)
         if pixel_values:
             data["pixel_values"] = torch.cat(pixel_values)  # [N, 3, H, W]
             data["frame_counts"] = torch.tensor(frame_counts, dtype=torch.long)  # [M]
@@ -170,7 +178,10 @@ class VideoCCAMProcessor(ProcessorMixin):
         for i, msg in enumerate(conv):
             if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
                 raise ValueError(f"conversation {b}, message {i}: expected a dict with 'role' and 'content'")
-            messages.append({"role": msg["role"], "content": self._content_to_text(msg["content"], inline, b, i)})
+            message = {"role": msg["role"], "content": self._content_to_text(msg["content"], inline, b, i)}
+            if "weight" in msg:
+                message["weight"] = check_turn_weight(msg["weight"], msg["role"], f"conversation {b}, message {i}")
+            messages.append(message)
         if inline and items:
             raise ValueError(f"conversation {b}: media given both inline (typed parts) and in `media`")
         if inline and text_only:
@@ -250,7 +261,8 @@ class VideoCCAMProcessor(ProcessorMixin):
         )
 
     def _tokenize(self, messages: list[dict], add_generation_prompt: bool, return_labels: bool,
-                  num_media: int, b: int) -> tuple[list[int], list[int]]:
+                  num_media: int, b: int) -> tuple[list[int], list[int], list[float]]:
+        """Token ids, labels and per-token loss weights (0 where the label is -100) of one conversation."""
         text = self._render(messages, add_generation_prompt)
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=return_labels)
         ids = enc["input_ids"]
@@ -260,25 +272,28 @@ class VideoCCAMProcessor(ProcessorMixin):
                 f"conversation {b}: the rendered prompt holds {found} placeholder tokens but {num_media} were "
                 "expected (does the chat template or the text contain stray placeholders?)"
             )
-        labels = [IGNORE_INDEX] * len(ids)
+        labels, weights = [IGNORE_INDEX] * len(ids), [0.0] * len(ids)
         if return_labels:
             spans = self._assistant_spans(messages, text, b)
-            labels = [
-                t if any(s <= start < e for s, e in spans) else IGNORE_INDEX
-                for t, (start, _) in zip(ids, enc["offset_mapping"])
-            ]
-        out_ids, out_labels = [], []
-        for t, lab in zip(ids, labels):
+            for i, (start, _) in enumerate(enc["offset_mapping"]):
+                span = next((span for span in spans if span[0] <= start < span[2]), None)
+                if span is not None:  # the answer's text gets the weight, its end-of-turn marker at most 1
+                    labels[i], weights[i] = ids[i], span[3] if start < span[1] else min(span[3], 1.0)
+        out_ids, out_labels, out_weights = [], [], []
+        for t, lab, w in zip(ids, labels, weights):
             if t in (self.image_token_id, self.video_token_id):
                 out_ids += [t] * self.num_visual_tokens
                 out_labels += [IGNORE_INDEX] * self.num_visual_tokens
+                out_weights += [0.0] * self.num_visual_tokens
             else:
                 out_ids.append(t)
                 out_labels.append(lab)
-        return out_ids, out_labels
+                out_weights.append(w)
+        return out_ids, out_labels, out_weights
 
-    def _assistant_spans(self, messages: list[dict], text: str, b: int) -> list[tuple[int, int]]:
-        """Character spans of assistant turns (content and end-of-turn marker) in the rendered text."""
+    def _assistant_spans(self, messages: list[dict], text: str, b: int) -> list[tuple[int, int, int, float]]:
+        """Assistant turns in the rendered text: ``(start, end of the answer text, end of the turn with its
+        end-of-turn marker, loss weight)`` character offsets."""
         spans = []
         for k, msg in enumerate(messages):
             if msg["role"] != "assistant":
@@ -287,13 +302,15 @@ class VideoCCAMProcessor(ProcessorMixin):
             end_text = self._render(messages[: k + 1], add_generation_prompt=False)
             if not text.startswith(end_text):
                 raise ValueError(f"conversation {b}: the chat template is not prefix-stable; cannot locate turn {k}")
-            spans.append((start, len(end_text)))
+            found = text.find(msg["content"], start, len(end_text)) if msg["content"] else -1
+            content_end = found + len(msg["content"]) if found >= 0 else len(end_text)
+            spans.append((start, content_end, len(end_text), float(msg.get("weight", 1.0))))
         if not spans:
             logger.debug("conversation %d has no assistant turn: all labels are -100", b)
         return spans
 
     def _pad(self, ids_batch: list[list[int]], labels_batch: list[list[int]] | None,
-             padding_side: str) -> dict[str, torch.Tensor]:
+             padding_side: str, weights_batch: list[list[float]] | None = None) -> dict[str, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
             raise ValueError("the tokenizer has no pad_token; set tokenizer.pad_token before batching")
@@ -309,7 +326,19 @@ class VideoCCAMProcessor(ProcessorMixin):
         }
         if labels_batch is not None:
             data["labels"] = torch.tensor([pad(x, IGNORE_INDEX) for x in labels_batch], dtype=torch.long)
+        if weights_batch is not None:
+            data["loss_weights"] = torch.tensor([pad(x, 0.0) for x in weights_batch], dtype=torch.float32)
         return data
+
+
+def check_turn_weight(weight: Any, role: str, where: str) -> float:
+    """A message's loss weight as a float; ``ValueError`` naming ``where`` unless it is a finite number
+    >= 0 on an assistant message."""
+    if role != "assistant":
+        raise ValueError(f"{where}: only assistant turns take a loss weight ('weight'), not {role!r} ones")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"{where}: 'weight' must be a finite number >= 0, got {weight!r}")
+    return float(weight)
 
 
 def _as_batch(conversations: list, media: list | None) -> tuple[list[list], list[list]]:

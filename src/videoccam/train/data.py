@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import Dataset, Sampler, get_worker_info
 
 from videoccam.errors import ConfigError, MediaError, MediaNotFoundError, VideoCCAMError
-from videoccam.processing.processor import IGNORE_INDEX, VideoCCAMProcessor
+from videoccam.processing.processor import IGNORE_INDEX, VideoCCAMProcessor, check_turn_weight
 from videoccam.processing.video import load_video
 
 __all__ = [
@@ -73,6 +73,7 @@ class Sample:
     labels: torch.Tensor  # [L] long, IGNORE_INDEX outside assistant turns
     pixel_values: torch.Tensor | None  # [N, 3, H, W], the frames of all its media items in placeholder order
     frame_counts: list[int]  # [M] frames per media item (an image counts 1)
+    loss_weights: torch.Tensor | None = None  # [L] float, the turns' weights on labelled tokens; None: all 1
 
 
 @dataclass
@@ -227,6 +228,11 @@ def _parse_record(record: dict, media_root: Path | None, image_token: str = IMAG
         if not isinstance(value, str):
             raise fail("schema", f"conversations[{i}].value must be a string, got {type(value).__name__}")
         messages.append({"role": ROLES[source], "content": value})
+        if "weight" in turn:
+            try:
+                messages[-1]["weight"] = check_turn_weight(turn["weight"], ROLES[source], f"conversations[{i}]")
+            except ValueError as err:
+                raise fail("schema", str(err)) from None
     offset = 1 if messages[0]["role"] == "system" else 0
     body = messages[offset:]
     if not body:
@@ -559,8 +565,9 @@ class LlavaDataset(Dataset):
         input_ids = inputs["input_ids"][0]  # [L]
         if self.max_length is not None and input_ids.numel() > self.max_length:
             return self._skip(index, line, rid, "too_long", f"{input_ids.numel()} tokens > {self.max_length}")
+        weights = inputs.get("loss_weights")
         return Sample(index=index, input_ids=input_ids, labels=inputs["labels"][0], pixel_values=pixel_values,
-                      frame_counts=frame_counts)
+                      frame_counts=frame_counts, loss_weights=None if weights is None else weights[0])
 
     def _skip(self, index: int, line: int, rid: str | None, reason: str, message: str) -> None:
         info = get_worker_info()
@@ -577,6 +584,8 @@ def collate(samples: list[Sample | None], pad_token_id: int) -> dict[str, Any]:
 
     Returns:
         ``input_ids [B, S]``, ``attention_mask [B, S]``, ``labels [B, S]`` (IGNORE_INDEX on padding),
+        ``loss_weights [B, S]`` (float, 0 where the label is IGNORE_INDEX; ``None`` when no sample has
+        weighted turns, which means weight 1 on every labelled token),
         ``pixel_values [N, 3, H, W]`` (all frames, in sample order) and ``frame_counts [M]`` or ``None``
         when no sample has media, ``indices`` (dataset indices kept), ``num_samples`` (B) and
         ``num_skipped``. When every sample was skipped B is 0 and the tensors are ``None``.
@@ -586,7 +595,8 @@ def collate(samples: list[Sample | None], pad_token_id: int) -> dict[str, Any]:
     batch: dict[str, Any] = {"num_samples": len(kept), "num_skipped": len(samples) - len(kept),
                              "indices": [s.index for s in kept]}
     if not kept:
-        batch.update(input_ids=None, attention_mask=None, labels=None, pixel_values=None, frame_counts=None)
+        batch.update(input_ids=None, attention_mask=None, labels=None, loss_weights=None, pixel_values=None,
+                     frame_counts=None)
         return batch
     length = max(s.input_ids.numel() for s in kept)
     input_ids = torch.full((len(kept), length), pad_token_id, dtype=torch.long)  # [B, S]
@@ -595,10 +605,16 @@ def collate(samples: list[Sample | None], pad_token_id: int) -> dict[str, Any]:
     for b, s in enumerate(kept):
         n = s.input_ids.numel()
         input_ids[b, :n], labels[b, :n], attention_mask[b, :n] = s.input_ids, s.labels, 1
+    loss_weights = None
+    if any(s.loss_weights is not None for s in kept):
+        loss_weights = (labels != IGNORE_INDEX).float()  # [B, S]: weight 1 on the labelled tokens of the others
+        for b, s in enumerate(kept):
+            if s.loss_weights is not None:
+                loss_weights[b, :s.loss_weights.numel()] = s.loss_weights
     pixels = [s.pixel_values for s in kept if s.pixel_values is not None]
     counts = [c for s in kept for c in s.frame_counts]
     batch.update(
-        input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+        input_ids=input_ids, attention_mask=attention_mask, labels=labels, loss_weights=loss_weights,
         pixel_values=torch.cat(pixels) if pixels else None,  # [N, 3, H, W]
         frame_counts=torch.tensor(counts, dtype=torch.long) if counts else None,  # [M]
     )

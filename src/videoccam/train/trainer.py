@@ -67,15 +67,28 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    keys = ("input_ids", "attention_mask", "labels", "pixel_values", "frame_counts")
+    keys = ("input_ids", "attention_mask", "labels", "loss_weights", "pixel_values", "frame_counts")
     return {k: batch[k].to(device) if batch[k] is not None else None for k in keys}
 
 
-def _labelled_tokens(batch: dict[str, Any]) -> int:
-    """Tokens that carry loss after the causal shift (what HF's loss counts)."""
+def _loss_mass(batch: dict[str, Any]) -> float:
+    """What the loss is normalised by: the labelled tokens after the causal shift (what HF's loss
+    counts), each counted with its turn's loss weight."""
     if batch["input_ids"] is None:
-        return 0
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        return 0.0
+    if batch["loss_weights"] is None:
+        return float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return float(batch["loss_weights"][:, 1:].sum())
+
+
+def _weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                   num_items: torch.Tensor) -> torch.Tensor:
+    """HF's causal-LM loss with per-token weights: sum of weight x cross-entropy over the shifted
+    tokens, divided by ``num_items`` (weights are 0 where the label is IGNORE_INDEX)."""
+    logits = logits[:, :-1].float()  # [B, S-1, V]: position t predicts token t + 1
+    losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                         ignore_index=IGNORE_INDEX, reduction="none")  # [B * (S-1)]
+    return (losses * weights[:, 1:].reshape(-1)).sum() / num_items
 
 
 def _memory_mib(device: torch.device) -> float:
@@ -338,14 +351,18 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     micro_batches: list[dict[str, Any]], fallback: dict[str, Any] | None,
                     config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     """Forward/backward every micro-batch, then clip and step; returns the step's log record."""
-    local_tokens = [_labelled_tokens(b) for b in micro_batches]
+    local_tokens = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) if b["input_ids"] is not None else 0
+                    for b in micro_batches]
+    local_mass = sum(_loss_mass(b) for b in micro_batches)
     local_samples = sum(b["num_samples"] for b in micro_batches)
     local_skipped = sum(b["num_skipped"] for b in micro_batches)
     local_seq_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches if b["input_ids"] is not None)
-    global_tokens, global_samples, global_skipped, global_seq = ctx.all_reduce_sum(
-        [sum(local_tokens), local_samples, local_skipped, local_seq_tokens])
-    # each rank's loss = its token-loss sum / (global tokens / world): DDP's gradient mean gives the global mean
-    num_items = torch.tensor(max(global_tokens, 1.0) / ctx.world_size, device=ctx.device)
+    global_tokens, global_mass, global_samples, global_skipped, global_seq = ctx.all_reduce_sum(
+        [sum(local_tokens), local_mass, local_samples, local_skipped, local_seq_tokens])
+    # each rank's loss = its (weighted) token-loss sum / (global loss mass / world): DDP's gradient mean
+    # gives the global weighted mean; without turn weights the mass is the labelled-token count
+    mass = global_mass if global_mass > 0 else 1.0
+    num_items = torch.tensor(mass / ctx.world_size, device=ctx.device)
     loss_sum = 0.0
     for i, batch in enumerate(micro_batches):
         empty = batch["input_ids"] is None
@@ -355,11 +372,15 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
         inputs = _to_device(fallback if empty else batch, ctx.device)
         with _gradient_sync(model, last=i == len(micro_batches) - 1):
             with _autocast(config, ctx.device):
-                out = model(**inputs, num_items_in_batch=num_items, use_cache=False)
-            loss = out.loss * 0.0 if empty else out.loss  # an all-skipped micro-batch still joins the all-reduce
-            loss.backward()
+                weights = inputs.pop("loss_weights")
+                if weights is None:
+                    loss = model(**inputs, num_items_in_batch=num_items, use_cache=False).loss
+                else:
+                    labels = inputs.pop("labels")
+                    loss = _weighted_loss(model(**inputs, use_cache=False).logits, labels, weights, num_items)
+            (loss * 0.0 if empty else loss).backward()  # an all-skipped micro-batch still joins the all-reduce
         if not empty:
-            loss_sum += float(out.loss.detach()) * float(num_items)
+            loss_sum += float(loss.detach()) * float(num_items)
     params = [p for p in model.parameters() if p.requires_grad]
     max_norm = config.optim.max_grad_norm
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm is not None else math.inf)
@@ -369,7 +390,7 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     optimizer.zero_grad(set_to_none=True)
     (total_loss,) = ctx.all_reduce_sum([loss_sum])
     return {
-        "loss": total_loss / max(global_tokens, 1.0), "lr": lr, "grad_norm": float(grad_norm),
+        "loss": total_loss / mass, "lr": lr, "grad_norm": float(grad_norm),
         "samples": int(global_samples), "tokens": int(global_tokens), "seq_tokens": int(global_seq),
         "_skipped": int(global_skipped),
     }
