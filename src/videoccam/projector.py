@@ -144,21 +144,23 @@ def _per_item_keys(k: torch.Tensor, frame_counts: list[int]) -> list[torch.Tenso
     return [kk.transpose(0, 1).flatten(1, 2) for kk in k.split(frame_counts)]  # [T, K, P, Dh] -> [K, T*P, Dh]
 
 
+def _padded_items(x: torch.Tensor, frame_counts: list[int]) -> torch.Tensor:
+    """``[N, K, P, Dh]`` -> ``[M, K, T_max*P, Dh]``: each item's frames flattened in temporal order, zero-padded
+    to the longest item."""
+    t_max = max(frame_counts)
+    if min(frame_counts) == t_max:  # equal clips (training batches): one reshape, no padding copies
+        return x.unflatten(0, (len(frame_counts), t_max)).transpose(1, 2).flatten(2, 3)  # [M, K, T*P, Dh]
+    return torch.nn.utils.rnn.pad_sequence(
+        [xx.transpose(0, 1) for xx in _per_item_keys(x, frame_counts)], batch_first=True
+    ).transpose(1, 2)  # [M, T_max*P, K, Dh] -> [M, K, T_max*P, Dh]
+
+
 def _cross_attention_dense(attn: ProjectorAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            frame_counts: list[int], query_frames: list[torch.Tensor] | None) -> torch.Tensor:
     """Reference path: one SDPA call with a materialised ``[M, 1, Q, T_max*P]`` boolean mask."""
     num_queries, num_tokens = q.shape[-2], k.shape[-2]
     t_max = max(frame_counts)
-    if min(frame_counts) == t_max:  # equal clips (training batches): one reshape, no padding copies
-        keys = k.unflatten(0, (len(frame_counts), t_max)).transpose(1, 2).flatten(2, 3)  # [M, K, T*P, Dh]
-        values = v.unflatten(0, (len(frame_counts), t_max)).transpose(1, 2).flatten(2, 3)  # [M, K, T*P, Dh]
-    else:
-        keys = torch.nn.utils.rnn.pad_sequence(
-            [kk.transpose(0, 1) for kk in _per_item_keys(k, frame_counts)], batch_first=True
-        ).transpose(1, 2)  # [M, T_max*P, K, Dh] -> [M, K, T_max*P, Dh]
-        values = torch.nn.utils.rnn.pad_sequence(
-            [vv.transpose(0, 1) for vv in _per_item_keys(v, frame_counts)], batch_first=True
-        ).transpose(1, 2)  # [M, K, T_max*P, Dh]
+    keys, values = _padded_items(k, frame_counts), _padded_items(v, frame_counts)  # [M, K, T_max*P, Dh] each
     masks = []
     for m, t in enumerate(frame_counts):
         frame_ok = torch.zeros(num_queries, t_max, dtype=torch.bool, device=q.device)  # [Q, T_max]

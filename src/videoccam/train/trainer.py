@@ -71,13 +71,17 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: batch[k].to(device) if batch[k] is not None else None for k in keys}
 
 
-def _loss_mass(batch: dict[str, Any]) -> float:
-    """What the loss is normalised by: the labelled tokens after the causal shift (what HF's loss
-    counts), each counted with its turn's loss weight."""
+def _labelled_tokens(batch: dict[str, Any]) -> int:
+    """Tokens that carry loss after the causal shift (what HF's loss counts)."""
     if batch["input_ids"] is None:
-        return 0.0
-    if batch["loss_weights"] is None:
-        return float((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        return 0
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+def _loss_mass(batch: dict[str, Any]) -> float:
+    """What the loss is normalised by: the labelled tokens, each counted with its turn's loss weight."""
+    if batch["input_ids"] is None or batch["loss_weights"] is None:
+        return float(_labelled_tokens(batch))
     return float(batch["loss_weights"][:, 1:].sum())
 
 
@@ -351,8 +355,7 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     micro_batches: list[dict[str, Any]], fallback: dict[str, Any] | None,
                     config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     """Forward/backward every micro-batch, then clip and step; returns the step's log record."""
-    local_tokens = [int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) if b["input_ids"] is not None else 0
-                    for b in micro_batches]
+    local_tokens = [_labelled_tokens(b) for b in micro_batches]
     local_mass = sum(_loss_mass(b) for b in micro_batches)
     local_samples = sum(b["num_samples"] for b in micro_batches)
     local_skipped = sum(b["num_skipped"] for b in micro_batches)
