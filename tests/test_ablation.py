@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from videoccam.cli import main
 from videoccam.synth import generate_dataset
-from videoccam.synth.ablation import VARIANTS, run_ablation, score, wilson_interval
+from videoccam.synth.ablation import VARIANTS, markdown_table, run_ablation, score, wilson_interval
 
 
 def test_wilson_interval_literal_values():
@@ -29,6 +29,35 @@ def test_score_groups_by_family():
     scores = score(rows)
     assert (scores["first"].n, scores["first"].correct, scores["first"].chance) == (3, 2, 0.5)
     assert scores["count"].accuracy == 1.0 and not scores["count"].order_dependent
+
+
+def _family(correct: int, n: int, chance: float, order_dependent: bool) -> dict:
+    return {"n": n, "correct": correct, "accuracy": correct / n, "ci95": [0.0, 1.0], "chance": chance,
+            "order_dependent": order_dependent}
+
+
+def test_markdown_table_means_over_seeds():
+    runs = [{"variant": "CCAM", "frames": 16, "seed": seed,
+             "families": {"first": _family(first, 100, 0.5, True), "count": _family(count, 100, 0.25, False)}}
+            for seed, first, count in ((0, 80, 90), (1, 91, 100), (2, 86, 95))]
+    runs.append({"variant": "CCAM", "frames": 32, "seed": 0,
+                 "families": {"first": _family(50, 100, 0.5, True), "count": _family(25, 100, 0.25, False)}})
+    table = markdown_table({"seeds": [0, 1, 2], "wall_s": 60.0, "runs": runs}).splitlines()
+    assert table[:6] == [
+        "Mean over seeds 0, 1, 2 [lowest, highest seed]:",
+        "",
+        "| variant | frames | seeds | first (n=100, chance 50) | count (n=100, chance 25) | order mean | control mean |",
+        "|---|---|---|---|---|---|---|",
+        "| CCAM | 16 | 3 | 85.7 [80, 91] | 95.0 [90, 100] | 85.7 | 95.0 |",
+        "| CCAM | 32 | 1 | 50.0 [50, 50] | 25.0 [25, 25] | 50.0 | 25.0 |",
+    ]
+    assert table[6:9] == ["", "Per seed:", ""]
+    assert table[9].startswith("| variant | frames | seed | first")
+    assert table[12] == "| CCAM | 16 | 1 | 91 [0, 100] | 100 [0, 100] | 91.0 | 100.0 |"
+    assert table[-1].endswith("Wall time 1.0 min.")
+    # one seed: the per-seed table alone, without a seed column
+    single = markdown_table({"seeds": [0], "wall_s": 60.0, "runs": runs[:1]}).splitlines()
+    assert single[0].startswith("| variant | frames | first") and "Mean over seeds" not in "".join(single)
 
 
 def test_variants_are_the_five_of_the_design():

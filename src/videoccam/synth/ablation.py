@@ -250,20 +250,30 @@ def variant_slug(name: str) -> str:
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    """One row per (variant, frames, seed): accuracy % [95% CI] per family, order and control means."""
+    """One row per (variant, frames, seed): accuracy % [95% CI] per family, order and control means.
+
+    With several seeds, a table of the mean over seeds [lowest, highest seed] per (variant, frames)
+    comes first.
+    """
     runs = summary["runs"]
     if not runs:
         return ""
     families = list(runs[0]["families"])
     order = [f for f in families if runs[0]["families"][f]["order_dependent"]]
     control = [f for f in families if f not in order]
-    head = ["variant", "frames", *(["seed"] if len(summary["seeds"]) > 1 else []),
-            *[f"{f} (n={runs[0]['families'][f]['n']}, chance {100 * runs[0]['families'][f]['chance']:.0f})"
-              for f in order + control], "order mean", "control mean"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    columns = [f"{f} (n={runs[0]['families'][f]['n']}, chance {100 * runs[0]['families'][f]['chance']:.0f})"
+               for f in order + control]
+    several = len(summary["seeds"]) > 1
+    lines = []
+    if several:
+        lines += [f"Mean over seeds {', '.join(map(str, summary['seeds']))} [lowest, highest seed]:", ""]
+        lines += _seed_mean_table(runs, columns, order, control)
+        lines += ["", "Per seed:", ""]
+    head = ["variant", "frames", *(["seed"] if several else []), *columns, "order mean", "control mean"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         fam = run["families"]
-        row = [run["variant"], str(run["frames"]), *([str(run["seed"])] if len(summary["seeds"]) > 1 else []),
+        row = [run["variant"], str(run["frames"]), *([str(run["seed"])] if several else []),
                *[accuracy_cell(fam[f]) for f in order + control], f"{100 * _mean(fam, order):.1f}",
                f"{100 * _mean(fam, control):.1f}"]
         lines.append("| " + " | ".join(row) + " |")
@@ -272,6 +282,26 @@ def markdown_table(summary: dict[str, Any]) -> str:
     lines.append(f"Accuracy % [95% Wilson interval], greedy exact match; trained at 16 frames. "
                  f"Wall time {minutes:.1f} min.")
     return "\n".join(lines) + "\n"
+
+
+def _seed_mean_table(runs: Sequence[dict[str, Any]], columns: Sequence[str], order: Sequence[str],
+                     control: Sequence[str]) -> list[str]:
+    """Rows of (variant, frames) in first-seen order: each family's mean accuracy % over the seeds,
+    with the lowest and highest seed's, and the order and control means averaged over the seeds."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for run in runs:
+        groups.setdefault((run["variant"], run["frames"]), []).append(run["families"])
+    head = ["variant", "frames", "seeds", *columns, "order mean", "control mean"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (variant, frames), per_seed in groups.items():
+        cells = []
+        for f in (*order, *control):
+            acc = [100 * fam[f]["accuracy"] for fam in per_seed]  # one accuracy % per seed
+            cells.append(f"{sum(acc) / len(acc):.1f} [{min(acc):.0f}, {max(acc):.0f}]")
+        means = [sum(100 * _mean(fam, names) for fam in per_seed) / len(per_seed) for names in (order, control)]
+        row = [variant, str(frames), str(len(per_seed)), *cells, *(f"{m:.1f}" for m in means)]
+        lines.append("| " + " | ".join(row) + " |")
+    return lines
 
 
 def accuracy_cell(entry: dict[str, Any]) -> str:
