@@ -46,7 +46,8 @@ def test_markdown_table_means_over_seeds():
     assert table[:6] == [
         "Mean over seeds 0, 1, 2 [lowest, highest seed]:",
         "",
-        "| variant | frames | seeds | first (n=100, chance 50) | count (n=100, chance 25) | order mean | control mean |",
+        "| variant | frames | seeds | first (n=100, chance 50) | count (n=100, chance 25) "
+        "| order mean | control mean |",
         "|---|---|---|---|---|---|---|",
         "| CCAM | 16 | 3 | 85.7 [80, 91] | 95.0 [90, 100] | 85.7 | 95.0 |",
         "| CCAM | 32 | 1 | 50.0 [50, 50] | 25.0 [25, 25] | 50.0 | 25.0 |",

@@ -298,7 +298,8 @@ def _seed_mean_table(runs: Sequence[dict[str, Any]], columns: Sequence[str], ord
         for f in (*order, *control):
             acc = [100 * fam[f]["accuracy"] for fam in per_seed]  # one accuracy % per seed
             cells.append(f"{sum(acc) / len(acc):.1f} [{min(acc):.0f}, {max(acc):.0f}]")
-        means = [sum(100 * _mean(fam, names) for fam in per_seed) / len(per_seed) for names in (order, control)]
+        means = [100 * sum(_mean(fam, names) for fam in per_seed) / len(per_seed)
+                 for names in (order, control)]  # order, control
         row = [variant, str(frames), str(len(per_seed)), *cells, *(f"{m:.1f}" for m in means)]
         lines.append("| " + " | ".join(row) + " |")
     return lines
