@@ -119,8 +119,10 @@ class VideoCCAMProcessor(ProcessorMixin):
             raise ValueError("text_only=True tokenizes the text alone: pass media=None")
         conversations, media = _as_batch(conversations, media)
         ids_batch, labels_batch, weights_batch, pixel_values, frame_counts = [], [], [], [], []
+        weighted = False  # does a message of the batch carry a loss weight?
         for b, (conv, items) in enumerate(zip(conversations, media)):
             messages, items = self._normalise_conversation(conv, items, b, text_only)
+            weighted = weighted or any("weight" in msg for msg in messages)
             kinds = [m.group(0) for msg in messages for m in self._placeholder_re.finditer(msg["content"])]
             for kind, item in zip(kinds, items):
                 pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"conversation {b}"))
@@ -129,9 +131,8 @@ class VideoCCAMProcessor(ProcessorMixin):
             ids_batch.append(ids)
             labels_batch.append(labels)
             weights_batch.append(weights)
-        weighted = return_labels and any("weight" in m for conv in conversations for m in conv if isinstance(m, dict))
         data = self._pad(ids_batch, labels_batch if return_labels else None, padding_side,
-                         weights_batch if weighted else None)
+                         weights_batch if return_labels and weighted else None)
         if pixel_values:
             data["pixel_values"] = torch.cat(pixel_values)  # [N, 3, H, W]
             data["frame_counts"] = torch.tensor(frame_counts, dtype=torch.long)  # [M]

@@ -78,10 +78,11 @@ def _labelled_tokens(batch: dict[str, Any]) -> int:
     return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
 
 
-def _loss_mass(batch: dict[str, Any]) -> float:
-    """What the loss is normalised by: the labelled tokens, each counted with its turn's loss weight."""
+def _loss_mass(batch: dict[str, Any], labelled_tokens: int) -> float:
+    """What the loss is normalised by: the labelled tokens (``labelled_tokens``, from
+    :func:`_labelled_tokens`), each counted with its turn's loss weight."""
     if batch["input_ids"] is None or batch["loss_weights"] is None:
-        return float(_labelled_tokens(batch))
+        return float(labelled_tokens)
     return float(batch["loss_weights"][:, 1:].sum())
 
 
@@ -356,7 +357,7 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
                     config: TrainConfig, ctx: DistContext) -> dict[str, Any]:
     """Forward/backward every micro-batch, then clip and step; returns the step's log record."""
     local_tokens = [_labelled_tokens(b) for b in micro_batches]
-    local_mass = sum(_loss_mass(b) for b in micro_batches)
+    local_mass = sum(_loss_mass(b, tokens) for b, tokens in zip(micro_batches, local_tokens))
     local_samples = sum(b["num_samples"] for b in micro_batches)
     local_skipped = sum(b["num_skipped"] for b in micro_batches)
     local_seq_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches if b["input_ids"] is not None)
