@@ -270,13 +270,11 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines += _seed_mean_table(runs, columns, order, control)
         lines += ["", "Per seed:", ""]
     head = ["variant", "frames", *(["seed"] if several else []), *columns, "order mean", "control mean"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for run in runs:
-        fam = run["families"]
-        row = [run["variant"], str(run["frames"]), *([str(run["seed"])] if several else []),
-               *[accuracy_cell(fam[f]) for f in order + control], f"{100 * _mean(fam, order):.1f}",
-               f"{100 * _mean(fam, control):.1f}"]
-        lines.append("| " + " | ".join(row) + " |")
+    rows = [[run["variant"], str(run["frames"]), *([str(run["seed"])] if several else []),
+             *[accuracy_cell(run["families"][f]) for f in order + control],
+             f"{100 * _mean(run['families'], order):.1f}", f"{100 * _mean(run['families'], control):.1f}"]
+            for run in runs]
+    lines += _markdown_lines(head, rows)
     minutes = summary["wall_s"] / 60
     lines.append("")
     lines.append(f"Accuracy % [95% Wilson interval], greedy exact match; trained at 16 frames. "
@@ -291,8 +289,7 @@ def _seed_mean_table(runs: Sequence[dict[str, Any]], columns: Sequence[str], ord
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for run in runs:
         groups.setdefault((run["variant"], run["frames"]), []).append(run["families"])
-    head = ["variant", "frames", "seeds", *columns, "order mean", "control mean"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for (variant, frames), per_seed in groups.items():
         cells = []
         for f in (*order, *control):
@@ -300,9 +297,14 @@ def _seed_mean_table(runs: Sequence[dict[str, Any]], columns: Sequence[str], ord
             cells.append(f"{sum(acc) / len(acc):.1f} [{min(acc):.0f}, {max(acc):.0f}]")
         means = [100 * sum(_mean(fam, names) for fam in per_seed) / len(per_seed)
                  for names in (order, control)]  # order, control
-        row = [variant, str(frames), str(len(per_seed)), *cells, *(f"{m:.1f}" for m in means)]
-        lines.append("| " + " | ".join(row) + " |")
-    return lines
+        rows.append([variant, str(frames), str(len(per_seed)), *cells, *(f"{m:.1f}" for m in means)])
+    return _markdown_lines(["variant", "frames", "seeds", *columns, "order mean", "control mean"], rows)
+
+
+def _markdown_lines(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """A markdown table's lines: the header, the rule, one line per row."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def accuracy_cell(entry: dict[str, Any]) -> str:
