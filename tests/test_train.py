@@ -252,6 +252,37 @@ def test_turn_weights_give_a_weighted_mean_loss(dataset, tmp_path):
     _assert_close(runs["uneven"], runs["uneven-acc"], atol=1e-5)
 
 
+def test_turn_weight_ratio_switches_the_weights_off_after_its_share_of_the_steps(dataset, tmp_path):
+    """optim.turn_weight_ratio: ratio 0 trains exactly what the unweighted data trains; ratio 0.5 of 4
+    steps weighs steps 1-2 like ratio 1 (same losses) and steps 3-4 not (its step-3 loss is the
+    unweighted loss, so it leaves ratio 1's); the log says which steps were weighted."""
+    uneven = [4, 0, 1, 1, 2.5, 1, 0.5, 1]
+    runs, logs = {}, {}
+    for name, weights, ratio in (("plain", [None] * 8, 1.0), ("off", uneven, 0.0), ("half", uneven, 0.5),
+                                 ("full", uneven, 1.0)):
+        config = _config(dataset, tmp_path / name, "tiny-instruct", "optim.max_steps=4", "optim.micro_batch_size=2",
+                         f"optim.turn_weight_ratio={ratio}")
+        config.data.train = _weighted(dataset, tmp_path / f"{name}.json", weights)
+        train(config)
+        runs[name] = _trainable(tmp_path / name, 4)
+        logs[name] = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()
+                      if '"loss"' in line]
+    _assert_close(runs["plain"], runs["off"], atol=1e-6)
+    assert np.allclose(_losses(tmp_path / "off"), _losses(tmp_path / "plain"), rtol=1e-5)
+    assert [r["turn_weights"] for r in logs["half"]] == [True, True, False, False]
+    assert [r["turn_weights"] for r in logs["off"]] == [False] * 4
+    assert [r["turn_weights"] for r in logs["full"]] == [True] * 4
+    half, full = _losses(tmp_path / "half"), _losses(tmp_path / "full")
+    assert np.allclose(half[:2], full[:2], rtol=1e-6)
+    for other in ("off", "full"):
+        assert max((runs["half"][k] - runs[other][k]).abs().max().item() for k in runs["half"]) > 1e-4
+
+
+def test_turn_weight_ratio_out_of_range_is_a_config_error(dataset, tmp_path):
+    with pytest.raises(ConfigError, match=r"optim.turn_weight_ratio must be in \[0, 1\], got 1.5"):
+        _config(dataset, tmp_path / "run", "tiny-instruct", "optim.turn_weight_ratio=1.5")
+
+
 def test_two_processes_equal_one_process_on_the_same_global_batch(dataset, tmp_path):
     """torchrun (gloo): 2 x micro-batch 1 == 1 x micro-batch 2; both ranks hold identical weights."""
     one, two = tmp_path / "one", tmp_path / "two"

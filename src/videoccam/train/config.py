@@ -108,6 +108,9 @@ class OptimSettings:
     micro_batch_size: int = 1  # per process
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
+    # fraction of the run's steps, from the first, that use the data's per-turn loss weights; the
+    # steps after it weigh every labelled token 1 (one weighting schedule inside one lr schedule)
+    turn_weight_ratio: float = 1.0
     seed: int = 0  # dropout and other torch randomness
 
 
@@ -167,6 +170,8 @@ class TrainConfig:
                 raise ConfigError(f"optim.{key} must be >= 1, got {getattr(self.optim, key)}")
         if self.optim.max_steps is not None and self.optim.max_steps < 1:
             raise ConfigError(f"optim.max_steps must be >= 1, got {self.optim.max_steps}")
+        if not 0.0 <= self.optim.turn_weight_ratio <= 1.0:
+            raise ConfigError(f"optim.turn_weight_ratio must be in [0, 1], got {self.optim.turn_weight_ratio}")
         if not 0.0 <= self.optim.warmup_ratio < 1.0:
             raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.optim.warmup_ratio}")
         if self.output.keep_last < 1:

@@ -232,6 +232,7 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
     optimizer = torch.optim.AdamW(_param_groups(wrapped, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
     scheduler = get_scheduler(opt.schedule, optimizer, num_warmup_steps=math.ceil(opt.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
+    weighted_steps = math.ceil(opt.turn_weight_ratio * total_steps)  # steps that use the turn weights
     state = TrainState()
     saved_rng = None
     if resume_from is not None:
@@ -260,6 +261,12 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
             t0 = time.perf_counter()  # a step's time runs from the previous step's end: data loading included
             for micro_batches in _steps(iterator, opt.grad_accum):
                 fallback = fallback or next((b for b in micro_batches if b["input_ids"] is not None), None)
+                turn_weights = state.step < weighted_steps
+                if not turn_weights:
+                    if state.step == weighted_steps and weighted_steps > 0:
+                        logger.info("step %d: turn weights off from here (optim.turn_weight_ratio=%s)",
+                                    state.step + 1, opt.turn_weight_ratio)
+                    micro_batches = [{**b, "loss_weights": None} for b in micro_batches]  # HF's plain loss
                 record = _optimizer_step(wrapped, optimizer, scheduler, micro_batches, fallback, config, ctx)
                 sampler.advance(opt.grad_accum)
                 state.step += 1
@@ -269,7 +276,8 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
                 elapsed, t0 = time.perf_counter() - t0, time.perf_counter()
                 if ctx.is_main and state.step % config.output.log_every == 0:
                     log.log({
-                        "step": state.step, "epoch": state.epoch, **record, "skipped": state.skipped,
+                        "step": state.step, "epoch": state.epoch, **record, "turn_weights": turn_weights,
+                        "skipped": state.skipped,
                         "samples_per_s": record["samples"] / elapsed, "tokens_per_s": record["tokens"] / elapsed,
                         "step_time_s": elapsed, "memory_mib": _memory_mib(ctx.device),
                     })
