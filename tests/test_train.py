@@ -254,8 +254,8 @@ def test_turn_weights_give_a_weighted_mean_loss(dataset, tmp_path):
 
 def test_turn_weight_ratio_switches_the_weights_off_after_its_share_of_the_steps(dataset, tmp_path):
     """optim.turn_weight_ratio: ratio 0 trains exactly what the unweighted data trains; ratio 0.5 of 4
-    steps weighs steps 1-2 like ratio 1 (same losses) and steps 3-4 not (its step-3 loss is the
-    unweighted loss, so it leaves ratio 1's); the log says which steps were weighted."""
+    steps weighs steps 1-2 like ratio 1 (same losses) and steps 3-4 not (it ends away from both
+    ratio 1 and ratio 0); the log says which steps were weighted."""
     uneven = [4, 0, 1, 1, 2.5, 1, 0.5, 1]
     runs, logs = {}, {}
     for name, weights, ratio in (("plain", [None] * 8, 1.0), ("off", uneven, 0.0), ("half", uneven, 0.5),
