@@ -226,8 +226,13 @@ def _weighted(dataset: Path, path: Path, weights: list[float | None]) -> str:
     return str(path)
 
 
+def _step_records(run: Path) -> list[dict]:
+    """The run's per-step log records (those with a loss)."""
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
 def _losses(run: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
+    return [r["loss"] for r in _step_records(run)]
 
 
 def test_turn_weights_give_a_weighted_mean_loss(dataset, tmp_path):
@@ -265,8 +270,7 @@ def test_turn_weight_ratio_switches_the_weights_off_after_its_share_of_the_steps
         config.data.train = _weighted(dataset, tmp_path / f"{name}.json", weights)
         train(config)
         runs[name] = _trainable(tmp_path / name, 4)
-        logs[name] = [json.loads(line) for line in (tmp_path / name / "log.jsonl").read_text().splitlines()
-                      if '"loss"' in line]
+        logs[name] = _step_records(tmp_path / name)
     _assert_close(runs["plain"], runs["off"], atol=1e-6)
     assert np.allclose(_losses(tmp_path / "off"), _losses(tmp_path / "plain"), rtol=1e-5)
     assert [r["turn_weights"] for r in logs["half"]] == [True, True, False, False]
