@@ -121,3 +121,35 @@ def test_variants_trained_side_by_side_equal_one_at_a_time(world, tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert ((tmp_path / "side" / "seed0" / variant / "predictions-16.jsonl").read_text()
                 == (tmp_path / "alone" / "seed0" / variant / "predictions-16.jsonl").read_text())
+
+
+def test_long_recipe_configs_differ_from_the_default_only_where_documented():
+    """synth-stills-where / synth-ccam-long are the default stages with the long recipe's changes
+    (docs/synthetic-world.md, "Training recipe"); anything else drifting apart would make the two
+    tables incomparable."""
+    from videoccam.configs import resolve_config
+    from videoccam.train.config import config_to_dict, load_config
+
+    def flat(name):
+        out = {}
+        for section, values in config_to_dict(load_config(resolve_config(name))).items():
+            out.update({f"{section}.{k}": v for k, v in values.items()})
+        return out
+
+    def changes(default, long):
+        a, b = flat(default), flat(long)
+        return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+
+    assert changes("synth-stills", "synth-stills-where") == {
+        "model.tokenizer": ("data/synth/tokenizer", "data/synth-where/tokenizer"),
+        "data.train": ("data/synth/stills.json", "data/synth-where/stills.json"),
+        "optim.epochs": (3, 5),
+        "optim.turn_weight_ratio": (1.0, 0.3),
+        "output.dir": ("runs/synth-stills", "runs/synth-stills-where"),
+    }
+    assert changes("synth-ccam", "synth-ccam-long") == {
+        "model.checkpoint": ("runs/synth-stills/final", "runs/synth-stills-where/final"),
+        "data.train": ("data/synth/train.json", "data/synth-where/train.json"),
+        "optim.epochs": (10, 20),
+        "output.dir": ("runs/synth-ccam", "runs/synth-ccam-long"),
+    }

@@ -313,26 +313,46 @@ def test_cli_synth(tmp_path):
     assert all((out / r["video"]).is_file() for r in train)
     assert (out / "tokenizer" / "tokenizer.json").is_file() and (out / "manifest.json").is_file()
     assert main(["synth", "--out", str(tmp_path / "bad"), "--frames", "60"]) == 2
+    where = tmp_path / "where"
+    assert main(["synth", "--out", str(where), "--train", "2", "--test", "0", "--stills-where", "both"]) == 0
+    assert json.loads((where / "manifest.json").read_text())["stills_where"] == "both"
+    assert len(AutoTokenizer.from_pretrained(where / "tokenizer")) == 49
+    assert any(t.get("weight") == 10.0 for s in json.loads((where / "stills.json").read_text())
+               for t in s["conversations"])
 
 
 # --------------------------------------------------------------------- stills (stage-1 perception set)
-def test_stills_answers_are_readable_from_the_pngs(dataset):
+@pytest.fixture(scope="module")
+def where_dataset(tmp_path_factory) -> Path:
+    """Training clips and stills with ``stills_where="both"`` (the long recipe's stage-1 data)."""
+    out = tmp_path_factory.mktemp("synth_where") / "data"
+    generate_dataset(out, num_train=24, num_test=0, seed=SEED, stills_where="both")
+    return out
+
+
+@pytest.mark.parametrize("where", ["side", "both"])
+def test_stills_answers_are_readable_from_the_pngs(where, request):
     from PIL import Image
 
-    from videoccam.synth.stills import POSITION_QUESTION
+    from videoccam.synth.stills import HEIGHT_QUESTION, POSITION_QUESTION, WHERE_WEIGHT
 
-    stills = json.loads((dataset / "stills.json").read_text())
-    train = records(dataset, "train")
+    root = request.getfixturevalue("dataset" if where == "side" else "where_dataset")
+    stills = json.loads((root / "stills.json").read_text())
+    train = records(root, "train")
     assert len(stills) == 2 * len(train)  # every clip has >= 2 beats with something visible
     assert [s["id"].rsplit("_beat", 1)[0] for s in stills] == [r["id"] for r in train for _ in range(2)]
+    assert json.loads((root / "manifest.json").read_text())["stills_where"] == where
     families = Counter()
+    axes = {"position": (0, POSITION_QUESTION, "left", "right"), "height": (1, HEIGHT_QUESTION, "top", "bottom")}
     for still in stills:
-        frame = np.asarray(Image.open(dataset / still["image"]).convert("RGB"))
+        frame = np.asarray(Image.open(root / still["image"]).convert("RGB"))
         assert frame.shape == (64, 64, 3)
-        seen = read_frames(frame[None])[0]  # colour -> centroid
+        seen = read_frames(frame[None])[0]  # colour -> centroid (x, y)
         turns = still["conversations"]
         assert turns[0]["value"].startswith("<image>\n") and [t["from"] for t in turns] == ["human", "gpt"] * (
             len(turns) // 2)
+        assert all("weight" not in t for t in turns[::2])
+        asked = {axis: set() for axis in axes}
         for family, human, gpt in zip(still["meta"]["families"], turns[::2], turns[1::2]):
             question, answer = human["value"].removeprefix("<image>\n"), gpt["value"]
             families[family] += 1
@@ -341,28 +361,87 @@ def test_stills_answers_are_readable_from_the_pngs(dataset):
             elif family == "count":
                 assert answer == ("one", "two", "three", "four")[len(seen) - 1], still["id"]
             else:
-                subject = question.split()[2]  # "is the <colour> object left or right ?"
-                assert question == POSITION_QUESTION.format(subject=subject)
-                x = seen[subject][0]
-                if abs(x - 64 / 3) > 1 and abs(x - 128 / 3) > 1:  # centroid and box centre agree off the borders
-                    assert answer == ("left" if x < 64 / 3 else "right" if x > 128 / 3 else None), still["id"]
+                axis, template, low, high = axes[family]
+                subject = question.split()[2]  # "is the <colour> object ..."
+                assert question == template.format(subject=subject) and subject not in asked[family]
+                asked[family].add(subject)
+                v = seen[subject][axis]
+                if abs(v - 64 / 3) > 1 and abs(v - 128 / 3) > 1:  # centroid and box centre agree off the borders
+                    assert answer == (low if v < 64 / 3 else high if v > 128 / 3 else None), still["id"]
+            expected_weight = WHERE_WEIGHT if where == "both" and family in axes else None
+            assert gpt.get("weight") == expected_weight, (still["id"], family)
+        for family, (axis, *_) in axes.items():
+            outer = {c for c, xy in seen.items() if xy[axis] < 64 / 3 - 1 or xy[axis] > 128 / 3 + 1}
+            inner = {c for c, xy in seen.items() if 64 / 3 + 1 < xy[axis] < 128 / 3 - 1}
+            assert not inner & asked[family], (still["id"], family)
+            if where == "both":  # every object off the middle third is asked about, on both axes
+                assert outer <= asked[family], (still["id"], family)
+            elif family == "position":  # one object off the middle, when there is one
+                assert len(asked[family]) <= 1 and (len(asked[family]) == 1 or not outer), still["id"]
+            else:
+                assert not asked[family], still["id"]
     assert families["colours"] == families["count"] == len(stills) and families["position"] > 0
+    assert (families["height"] > 0) == (where == "both")
 
 
-def test_stills_are_deterministic_and_in_the_vocabulary(dataset, tmp_path):
+@pytest.mark.parametrize("where", ["side", "both"])
+def test_stills_are_deterministic_and_in_the_vocabulary(where, request, tmp_path):
     from videoccam.synth.stills import make_stills
 
+    root = request.getfixturevalue("dataset" if where == "side" else "where_dataset")
     sample, own_seed = dataset_sample(SEED, "train", 5)
-    assert make_stills(sample, own_seed) == make_stills(sample, own_seed)
-    assert make_stills(sample, own_seed) != make_stills(*dataset_sample(SEED, "train", 6))
+    assert make_stills(sample, own_seed, where=where) == make_stills(sample, own_seed, where=where)
+    assert make_stills(sample, own_seed, where=where) != make_stills(*dataset_sample(SEED, "train", 6), where=where)
     again = tmp_path / "again"
-    generate_dataset(again, num_train=6, num_test=0, seed=SEED)
-    ours = json.loads((dataset / "stills.json").read_text())[:12]
+    generate_dataset(again, num_train=6, num_test=0, seed=SEED, stills_where=where)
+    ours = json.loads((root / "stills.json").read_text())[:12]
     assert json.loads((again / "stills.json").read_text()) == ours
     for still in ours:
-        assert (again / still["image"]).read_bytes() == (dataset / still["image"]).read_bytes()
-    tokenizer = build_tokenizer()
+        assert (again / still["image"]).read_bytes() == (root / still["image"]).read_bytes()
+    tokenizer = AutoTokenizer.from_pretrained(root / "tokenizer")
+    assert tokenizer.get_vocab() == build_tokenizer(where).get_vocab()
     for still in ours:
         for turn in still["conversations"]:
             ids = tokenizer(turn["value"].removeprefix("<image>\n"), add_special_tokens=False)["input_ids"]
             assert tokenizer.unk_token_id not in ids, turn
+
+
+def test_where_both_adds_only_its_words_to_the_tokenizer():
+    from videoccam.synth.stills import make_stills
+
+    side, both = build_tokenizer().get_vocab(), build_tokenizer("both").get_vocab()
+    assert len(side) == 46 and set(both) - set(side) == {"at", "top", "bottom"}
+    assert sorted(both.values()) == list(range(49))
+    with pytest.raises(ValueError, match="where must be one of"):
+        make_stills(*dataset_sample(SEED, "train", 0), where="height")
+    with pytest.raises(ValueError, match="stills_where"):
+        generate_dataset("unused", num_train=1, num_test=0, stills_where="everywhere")
+
+
+def test_stills_literal_for_two_samples():
+    """Training samples 5 and 1 of seed 0. "side" is what the generator wrote before the option
+    existed (the default recipe's stills, the README table's data), so this pins it; sample 5 has
+    several objects off the middle, of which one is drawn."""
+    from videoccam.synth.stills import Still, make_stills
+
+    how_many, which = "how many objects are there ?", "which colours appear ?"
+    blue_side, green_height = "is the blue object left or right ?", "is the green object at the top or the bottom ?"
+    yellow_side, all_four = "is the yellow object left or right ?", "blue and green and purple and yellow"
+    assert make_stills(*dataset_sample(0, "train", 5)) == [
+        Still(5, (("count", how_many, "four", 1.0), ("colours", which, all_four, 1.0),
+                  ("position", yellow_side, "right", 1.0))),
+        Still(10, (("count", how_many, "four", 1.0), ("colours", which, all_four, 1.0),
+                   ("position", yellow_side, "right", 1.0))),
+    ]
+    sample, own_seed = dataset_sample(0, "train", 1)
+    assert make_stills(sample, own_seed) == [
+        Still(5, (("count", how_many, "two", 1.0), ("colours", which, "blue and green", 1.0))),
+        Still(13, (("count", how_many, "two", 1.0), ("position", blue_side, "right", 1.0),
+                   ("colours", which, "blue and green", 1.0))),
+    ]
+    assert make_stills(sample, own_seed, where="both") == [
+        Still(5, (("height", green_height, "bottom", 10.0), ("count", how_many, "two", 1.0),
+                  ("colours", which, "blue and green", 1.0))),
+        Still(13, (("position", blue_side, "right", 10.0), ("count", how_many, "two", 1.0),
+                   ("height", green_height, "bottom", 10.0), ("colours", which, "blue and green", 1.0))),
+    ]

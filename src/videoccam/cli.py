@@ -148,7 +148,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     config = WorldConfig.from_frames(size=args.size, num_frames=args.frames, num_beats=args.beats, fps=args.fps)
     generate_dataset(args.out, args.train, args.test, args.seed, config=config, families=args.families,
-                     workers=args.workers)
+                     workers=args.workers, stills_where=args.stills_where)
     print(args.out)
     return 0
 
@@ -233,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_check.set_defaults(func=cmd_data_check)
 
     from videoccam.synth.families import FAMILIES
+    from videoccam.synth.stills import WHERE_MODES
 
     synth = sub.add_parser("synth", help=cmd_synth.__doc__, description="See docs/synthetic-world.md.")
     synth.add_argument("--out", required=True, help="output folder (the media root of the JSON files)")
@@ -245,6 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--fps", type=float, default=8.0)
     synth.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     synth.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
+    synth.add_argument("--stills-where", choices=WHERE_MODES, default="side",
+                       help="what the stage-1 stills ask about where objects are: 'side' (default recipe: the "
+                            "side of one object) or 'both' (long recipe: side and height of every object, "
+                            "weighted 10)")
     synth.set_defaults(func=cmd_synth)
 
     from videoccam.synth.ablation import VARIANTS

@@ -7,7 +7,7 @@ Layout of ``generate_dataset(out_dir, ...)``::
     out_dir/train.json, out_dir/test.json        LLaVA format; "video" paths are relative to out_dir
     out_dir/stills/train/train_000000_beat03.png  single beats of the training clips (PNG)
     out_dir/stills.json                          their perception questions (stage 1; videoccam.synth.stills)
-    out_dir/tokenizer/                           build_tokenizer().save_pretrained(...)
+    out_dir/tokenizer/                           build_tokenizer(stills_where).save_pretrained(...)
     out_dir/manifest.json                        seed, counts, clock, families, generator version
 
 Sample ``i`` of split ``s`` is a pure function of ``(seed, s, i)``: its random stream comes from
@@ -36,13 +36,13 @@ from PIL import Image
 
 from videoccam.processing.video_synth import write_video
 from videoccam.synth.families import ANSWERS, FAMILIES, Sample, make_sample
-from videoccam.synth.stills import make_stills, still_record
+from videoccam.synth.stills import WHERE_MODES, make_stills, still_record
 from videoccam.synth.tokenizer import build_tokenizer
 from videoccam.synth.world import WorldConfig
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2  # 2: stills (stage-1 perception set)
+GENERATOR_VERSION = 3  # 2: stills (stage-1 perception set); 3: the stills' `where` option (same output for "side")
 SPLITS: tuple[str, ...] = ("train", "test")
 EXAMPLES_SPLIT = "examples"
 _BALANCE_KEY = 0xBA1A  # spawn-key tag of the answer-order streams (never equal to a sample's key)
@@ -108,13 +108,13 @@ def _record(sample: Sample, sample_id: str, video: str, own_seed: int) -> dict[s
     }
 
 
-def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig]
+def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig, str]
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Generate, encode and describe a chunk of samples of one split (runs in worker processes).
 
     Returns the clips' records and, for the train split, the records of their stills.
     """
-    out_dir, seed, split, indices, families, config = job
+    out_dir, seed, split, indices, families, config, where = job
     records, stills = [], []
     if split == "train":
         (out_dir / "stills" / split).mkdir(parents=True, exist_ok=True)
@@ -126,7 +126,7 @@ def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldC
         records.append(_record(sample, sample_id, video, own_seed))
         if split == "train":
             beats = sample.clip.render_beats()  # [beats, H, W, 3]
-            for still in make_stills(sample, own_seed):
+            for still in make_stills(sample, own_seed, where=where):
                 image = f"stills/{split}/{sample_id}_beat{still.beat:02d}.png"
                 Image.fromarray(beats[still.beat]).save(out_dir / image)
                 stills.append(still_record(still, sample_id, image, own_seed))
@@ -142,6 +142,7 @@ def generate_dataset(
     config: WorldConfig | None = None,
     families: Sequence[str] = FAMILIES,
     workers: int = 1,
+    stills_where: str = "side",
 ) -> dict[str, Any]:
     """Write the synthetic benchmark to ``out_dir`` (see the module docstring for the layout).
 
@@ -153,6 +154,9 @@ def generate_dataset(
         config: Clip size and clock (default 64x64, 16 beats of 4 frames, 8 fps).
         families: Families to cycle through, a subset of :data:`~videoccam.synth.families.FAMILIES`.
         workers: Processes that render and encode clips (``1``: in this process).
+        stills_where: What the stills ask about where objects are: ``"side"`` (the default recipe) or
+            ``"both"`` (side and height of every object off the middle, weighted; the long recipe),
+            see :func:`~videoccam.synth.stills.make_stills`. The tokenizer covers its words.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -166,12 +170,14 @@ def generate_dataset(
         raise ValueError(f"sample counts must be >= 0, got train={num_train}, test={num_test}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if stills_where not in WHERE_MODES:
+        raise ValueError(f"stills_where must be one of {WHERE_MODES}, got {stills_where!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"train": num_train, "test": num_test}
     chunk = 50
     jobs = [
-        (out_dir, seed, split, list(range(start, min(start + chunk, counts[split]))), families, config)
+        (out_dir, seed, split, list(range(start, min(start + chunk, counts[split]))), families, config, stills_where)
         for split in SPLITS for start in range(0, counts[split], chunk)
     ]
     started = time.perf_counter()
@@ -186,7 +192,7 @@ def generate_dataset(
     for split in SPLITS:
         (out_dir / f"{split}.json").write_text(json.dumps(records[split], indent=1) + "\n")
     (out_dir / "stills.json").write_text(json.dumps(stills, indent=1) + "\n")
-    build_tokenizer().save_pretrained(out_dir / "tokenizer")
+    build_tokenizer(stills_where).save_pretrained(out_dir / "tokenizer")
     manifest = {
         "generator": "videoccam.synth",
         "version": GENERATOR_VERSION,
@@ -194,6 +200,7 @@ def generate_dataset(
         "num_train": num_train,
         "num_test": num_test,
         "num_stills": len(stills),
+        "stills_where": stills_where,
         "size": config.size,
         "frames": config.num_frames,
         "beats": config.num_beats,

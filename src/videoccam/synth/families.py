@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -258,8 +258,12 @@ def answer_for(family: str, clip: Clip, subject: str | None = None) -> str:
     raise ValueError(f"unknown family {family!r}; families: {FAMILIES}")
 
 
+def words_of(templates: Iterable[str]) -> set[str]:
+    """The words (and punctuation marks) of question templates, ``{subject}`` filled with every colour."""
+    texts = [t.format(subject=c) for t in templates for c in COLOURS]
+    return {w for text in texts for w in re.findall(r"\w+|[^\w\s]", text)}
+
+
 def world_words() -> list[str]:
-    """Every word (and punctuation mark) a question or answer of the world can contain, sorted."""
-    texts = [q.format(subject=c) for q in QUESTIONS.values() for c in COLOURS]
-    texts += [a for values in ANSWERS.values() for a in values]
-    return sorted({w for text in texts for w in re.findall(r"\w+|[^\w\s]", text)})
+    """Every word (and punctuation mark) a clip's question or answer can contain, sorted."""
+    return sorted(words_of(QUESTIONS.values()) | words_of(a for values in ANSWERS.values() for a in values))

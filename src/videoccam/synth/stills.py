@@ -5,9 +5,13 @@ patch of one frame among 16 x 16 patches, so at initialisation the projector's n
 attention dilutes it 256-fold and the gradient that would teach the vision encoder to detect it
 is as small (docs/synthetic-world.md, "Training recipe"). The stills fix that the way LLaVA-style
 recipes do, with an image stage first: single frames (beats) of the training clips, each with
-questions about what is visible in it — which colours, how many objects, and whether an object
-is on the left or the right. No question is about time, so the stage teaches perception only and
-gives no projector variant an advantage on the order families.
+questions about what is visible in it — which colours, how many objects, and where objects are.
+``where="side"`` (the default recipe) asks the side (left or right) of one object off the middle;
+``where="both"`` (the long recipe) asks, for every object off the middle, its side and its height
+(top or bottom), with those answers at loss weight :data:`WHERE_WEIGHT` — the motion families need
+both axes (``direction`` moves sideways, ``reverse`` falls), and at weight 1 the model never learns
+them (docs/synthetic-world.md, "Training recipe"). No question is about time, so the stage teaches
+perception only and gives no projector variant an advantage on the order families.
 """
 
 from __future__ import annotations
@@ -16,44 +20,69 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from videoccam.synth.families import NUMBER_WORDS, QUESTIONS, Sample, colour_set_answer
+from videoccam.synth.families import NUMBER_WORDS, QUESTIONS, Sample, colour_set_answer, words_of
 from videoccam.synth.world import Clip
 
 POSITION_QUESTION = "is the {subject} object left or right ?"
+HEIGHT_QUESTION = "is the {subject} object at the top or the bottom ?"
 STILLS_PER_CLIP = 2
+WHERE_MODES: tuple[str, ...] = ("side", "both")
+# Loss weight of the side and height answers with where="both" (the JSON's per-turn "weight"). Where
+# things are is what the motion families need and what the model is slowest to learn: at weight 1 the
+# colour and count answers win, and the side stays at chance (docs/synthetic-world.md, "Training recipe").
+WHERE_WEIGHT = 10.0
 _STILLS_KEY = 0x5711  # seed-sequence tag of the stills' stream (the clip's own stream is untouched)
 
 
 @dataclass(frozen=True)
 class Still:
-    """One beat of a clip and its questions, as ``(family, question, answer)`` turns."""
+    """One beat of a clip and its questions, as ``(family, question, answer, loss weight)`` turns."""
 
     beat: int
-    turns: tuple[tuple[str, str, str], ...]
+    turns: tuple[tuple[str, str, str, float], ...]
 
 
-def visible(clip: Clip, beat: int) -> list[tuple[str, int]]:
-    """``(colour, centre x)`` of the sprites visible on ``beat``."""
-    return [(s.colour, s.positions[beat][0] + s.size // 2) for s in clip.sprites if s.positions[beat] is not None]
+def visible(clip: Clip, beat: int) -> list[tuple[str, int, int]]:
+    """``(colour, centre x, centre y)`` of the sprites visible on ``beat``."""
+    return [(s.colour, p[0] + s.size // 2, p[1] + s.size // 2)
+            for s in clip.sprites if (p := s.positions[beat]) is not None]
 
 
-def position_answer(centre_x: int, size: int) -> str | None:
-    """``"left"`` / ``"right"`` for a centre in the left / right third of the frame, else None."""
-    if centre_x < size / 3:
-        return "left"
-    if centre_x >= 2 * size / 3:
-        return "right"
+def third(centre: int, size: int, low: str, high: str) -> str | None:
+    """``low`` / ``high`` for a centre coordinate in the first / last third of the frame, else None."""
+    if centre < size / 3:
+        return low
+    if centre >= 2 * size / 3:
+        return high
     return None
 
 
-def make_stills(sample: Sample, own_seed: int, count: int = STILLS_PER_CLIP) -> list[Still]:
+def _check_where(where: str) -> None:
+    if where not in WHERE_MODES:
+        raise ValueError(f"where must be one of {WHERE_MODES}, got {where!r}")
+
+
+def still_words(where: str = "side") -> list[str]:
+    """Every word of the stills' own questions and answers with this ``where`` mode, sorted."""
+    _check_where(where)
+    if where == "side":
+        return sorted(words_of([POSITION_QUESTION, "left right"]))
+    return sorted(words_of([POSITION_QUESTION, HEIGHT_QUESTION, "left right top bottom"]))
+
+
+def make_stills(sample: Sample, own_seed: int, count: int = STILLS_PER_CLIP, where: str = "side") -> list[Still]:
     """Up to ``count`` distinct beats of ``sample``'s clip with at least one visible object.
 
-    Every still asks which colours appear and how many objects there are, plus, when an object's
-    centre lies in the left or right third, which side that object is on; the turns come in a
-    random order. Deterministic in ``own_seed`` (the sample's seed).
+    Every still asks which colours appear and how many objects there are. With ``where="side"``
+    it also asks the side of one object (drawn at random) whose centre lies in the left or right
+    third, if any. With ``where="both"`` it asks, for every object whose centre lies in the left or
+    right third, which side it is on, and for every object whose centre lies in the top or bottom
+    third, which of the two, those answers weighted :data:`WHERE_WEIGHT`. The turns come in a random
+    order. Deterministic in ``own_seed`` (the sample's seed).
     """
+    _check_where(where)
     clip = sample.clip
+    size = clip.config.size
     rng = np.random.default_rng([own_seed, _STILLS_KEY])
     seen = [visible(clip, b) for b in range(clip.config.num_beats)]
     beats = [b for b, objects in enumerate(seen) if objects]
@@ -62,27 +91,37 @@ def make_stills(sample: Sample, own_seed: int, count: int = STILLS_PER_CLIP) -> 
     for beat in chosen:
         objects = seen[beat]
         turns = [
-            ("colours", QUESTIONS["colours"], colour_set_answer([c for c, _ in objects])),
-            ("count", QUESTIONS["count"], NUMBER_WORDS[len(objects) - 1]),
+            ("colours", QUESTIONS["colours"], colour_set_answer([c for c, _, _ in objects]), 1.0),
+            ("count", QUESTIONS["count"], NUMBER_WORDS[len(objects) - 1], 1.0),
         ]
-        sided = [(c, side) for c, x in objects if (side := position_answer(x, clip.config.size)) is not None]
-        if sided:
-            colour, side = sided[int(rng.integers(len(sided)))]
-            turns.append(("position", POSITION_QUESTION.format(subject=colour), side))
+        if where == "side":
+            sided = [(c, side) for c, x, _ in objects if (side := third(x, size, "left", "right")) is not None]
+            if sided:
+                colour, side = sided[int(rng.integers(len(sided)))]
+                turns.append(("position", POSITION_QUESTION.format(subject=colour), side, 1.0))
+        else:
+            for colour, x, y in objects:
+                if (side := third(x, size, "left", "right")) is not None:
+                    turns.append(("position", POSITION_QUESTION.format(subject=colour), side, WHERE_WEIGHT))
+                if (height := third(y, size, "top", "bottom")) is not None:
+                    turns.append(("height", HEIGHT_QUESTION.format(subject=colour), height, WHERE_WEIGHT))
         order = rng.permutation(len(turns))
         stills.append(Still(beat, tuple(turns[int(i)] for i in order)))
     return stills
 
 
 def still_record(still: Still, sample_id: str, image: str, own_seed: int) -> dict:
-    """The LLaVA-format JSON entry of one still (multi-turn: one turn per question)."""
+    """The LLaVA-format JSON entry of one still (multi-turn: one turn per question; an answer whose
+    loss weight is not 1 carries it as ``"weight"``)."""
     conversations = []
-    for k, (_, question, answer) in enumerate(still.turns):
+    for k, (_, question, answer, weight) in enumerate(still.turns):
         conversations.append({"from": "human", "value": f"<image>\n{question}" if k == 0 else question})
         conversations.append({"from": "gpt", "value": answer})
+        if weight != 1.0:
+            conversations[-1]["weight"] = weight
     return {
         "id": f"{sample_id}_beat{still.beat:02d}",
         "image": image,
         "conversations": conversations,
-        "meta": {"families": [f for f, _, _ in still.turns], "beat": still.beat, "seed": own_seed},
+        "meta": {"families": [f for f, *_ in still.turns], "beat": still.beat, "seed": own_seed},
     }
