@@ -36,7 +36,7 @@ from PIL import Image
 
 from videoccam.processing.video_synth import write_video
 from videoccam.synth.families import ANSWERS, FAMILIES, Sample, make_sample
-from videoccam.synth.stills import WHERE_MODES, make_stills, still_record
+from videoccam.synth.stills import check_where, make_stills, still_record
 from videoccam.synth.tokenizer import build_tokenizer
 from videoccam.synth.world import WorldConfig
 
@@ -170,8 +170,7 @@ def generate_dataset(
         raise ValueError(f"sample counts must be >= 0, got train={num_train}, test={num_test}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    if stills_where not in WHERE_MODES:
-        raise ValueError(f"stills_where must be one of {WHERE_MODES}, got {stills_where!r}")
+    check_where(stills_where, "stills_where")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"train": num_train, "test": num_test}

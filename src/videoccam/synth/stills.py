@@ -26,7 +26,12 @@ from videoccam.synth.world import Clip
 POSITION_QUESTION = "is the {subject} object left or right ?"
 HEIGHT_QUESTION = "is the {subject} object at the top or the bottom ?"
 STILLS_PER_CLIP = 2
-WHERE_MODES: tuple[str, ...] = ("side", "both")
+# The texts of each where mode's questions and answers (the tokenizer's words for its stills).
+_WHERE_TEXTS: dict[str, tuple[str, ...]] = {
+    "side": (POSITION_QUESTION, "left right"),
+    "both": (POSITION_QUESTION, HEIGHT_QUESTION, "left right top bottom"),
+}
+WHERE_MODES: tuple[str, ...] = tuple(_WHERE_TEXTS)
 # Loss weight of the side and height answers with where="both" (the JSON's per-turn "weight"). Where
 # things are is what the motion families need and what the model is slowest to learn: at weight 1 the
 # colour and count answers win, and the side stays at chance (docs/synthetic-world.md, "Training recipe").
@@ -57,17 +62,16 @@ def third(centre: int, size: int, low: str, high: str) -> str | None:
     return None
 
 
-def _check_where(where: str) -> None:
+def check_where(where: str, name: str = "where") -> None:
+    """Raise a ValueError naming the parameter ``name`` unless ``where`` is one of :data:`WHERE_MODES`."""
     if where not in WHERE_MODES:
-        raise ValueError(f"where must be one of {WHERE_MODES}, got {where!r}")
+        raise ValueError(f"{name} must be one of {WHERE_MODES}, got {where!r}")
 
 
 def still_words(where: str = "side") -> list[str]:
     """Every word of the stills' own questions and answers with this ``where`` mode, sorted."""
-    _check_where(where)
-    if where == "side":
-        return sorted(words_of([POSITION_QUESTION, "left right"]))
-    return sorted(words_of([POSITION_QUESTION, HEIGHT_QUESTION, "left right top bottom"]))
+    check_where(where)
+    return sorted(words_of(_WHERE_TEXTS[where]))
 
 
 def make_stills(sample: Sample, own_seed: int, count: int = STILLS_PER_CLIP, where: str = "side") -> list[Still]:
@@ -80,7 +84,7 @@ def make_stills(sample: Sample, own_seed: int, count: int = STILLS_PER_CLIP, whe
     third, which of the two, those answers weighted :data:`WHERE_WEIGHT`. The turns come in a random
     order. Deterministic in ``own_seed`` (the sample's seed).
     """
-    _check_where(where)
+    check_where(where)
     clip = sample.clip
     size = clip.config.size
     rng = np.random.default_rng([own_seed, _STILLS_KEY])
@@ -94,16 +98,18 @@ def make_stills(sample: Sample, own_seed: int, count: int = STILLS_PER_CLIP, whe
             ("colours", QUESTIONS["colours"], colour_set_answer([c for c, _, _ in objects]), 1.0),
             ("count", QUESTIONS["count"], NUMBER_WORDS[len(objects) - 1], 1.0),
         ]
+        # (colour, left/right/None, top/bottom/None) of every visible object
+        where_of = [(c, third(x, size, "left", "right"), third(y, size, "top", "bottom")) for c, x, y in objects]
         if where == "side":
-            sided = [(c, side) for c, x, _ in objects if (side := third(x, size, "left", "right")) is not None]
+            sided = [(c, side) for c, side, _ in where_of if side is not None]
             if sided:
                 colour, side = sided[int(rng.integers(len(sided)))]
                 turns.append(("position", POSITION_QUESTION.format(subject=colour), side, 1.0))
         else:
-            for colour, x, y in objects:
-                if (side := third(x, size, "left", "right")) is not None:
+            for colour, side, height in where_of:
+                if side is not None:
                     turns.append(("position", POSITION_QUESTION.format(subject=colour), side, WHERE_WEIGHT))
-                if (height := third(y, size, "top", "bottom")) is not None:
+                if height is not None:
                     turns.append(("height", HEIGHT_QUESTION.format(subject=colour), height, WHERE_WEIGHT))
         order = rng.permutation(len(turns))
         stills.append(Still(beat, tuple(turns[int(i)] for i in order)))
