@@ -31,7 +31,7 @@ demo and server run out of the box; a real checkpoint is one `--model` flag away
 ## How it was made
 
 ```bash
-videoccam synth --out data/synth --train 4000 --test 600 --seed {data_seed} --workers 2
+videoccam synth --out data/synth --train {num_train} --test {num_test} --seed {data_seed} --workers 2
 videoccam train synth-stills && videoccam train synth-ccam{overrides}
 ```
 
@@ -51,9 +51,9 @@ runs/ablate` trains this variant with the same configs and seed, next to the oth
 
 
 def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest: str | Path,
-                 data_seed: int = 0) -> Path:
+                 manifest: dict[str, Any]) -> Path:
     """Copy the run's ``final`` folder to ``dest`` and write its README.md model card from ``results``
-    (a ``videoccam ablate`` results.json)."""
+    (a ``videoccam ablate`` results.json) and ``manifest`` (the data's manifest.json: seed and counts)."""
     final, dest = Path(final), Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -76,7 +76,8 @@ def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest:
     overrides = "".join(f" {o}" for o in VARIANTS[variant])
     (dest / "README.md").write_text(CARD.format(
         variant=variant, params=params, queries=config["projector_config"]["num_query"],
-        vocab=config["text_config"]["vocab_size"], data_seed=data_seed, seed=runs[0]["seed"],
+        vocab=config["text_config"]["vocab_size"], data_seed=manifest["seed"],
+        num_train=manifest["num_train"], num_test=manifest["num_test"], seed=runs[0]["seed"],
         overrides=overrides, n=sum(e["n"] for e in runs[0]["families"].values()),
         frames_head=" | ".join(f"{f} frames" for f in frames), frames_rule="---|" * len(frames),
         rows="\n".join(rows),
@@ -96,7 +97,7 @@ def main() -> None:
     final = args.ablation / f"seed{args.seed}" / variant_slug(args.variant) / "final"
     manifest = json.loads((Path(results["data"]) / "manifest.json").read_text())
     runs = {**results, "runs": [r for r in results["runs"] if r["seed"] == args.seed]}
-    print(write_bundle(final, runs, args.variant, args.dest, data_seed=manifest["seed"]))
+    print(write_bundle(final, runs, args.variant, args.dest, manifest))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ LLaVA-format JSON and a word-level tokenizer (see :mod:`videoccam.synth.dataset`
 described in ``docs/synthetic-world.md``::
 
     from videoccam.synth import generate_dataset
-    generate_dataset("data/synth", num_train=4000, num_test=600, seed=0, workers=2)
+    generate_dataset("data/synth", num_train=4000, num_test=1800, seed=0, workers=2)
 """
 
 from videoccam.synth.dataset import (
