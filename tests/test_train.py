@@ -23,6 +23,7 @@ from videoccam.testing import make_tiny_tokenizer
 from videoccam.train import load_config, load_trained, train
 from videoccam.train.build import apply_stage, build_model
 from videoccam.train.config import TrainConfig
+from videoccam.train.distributed import compile_blocks
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
        "PYTHONWARNINGS": "ignore"}
@@ -214,6 +215,42 @@ def test_gradient_checkpointing_gives_the_same_step(dataset, tmp_path):
         train(_config(dataset, out, "tiny-instruct", "optim.max_steps=2", f"engine.gradient_checkpointing={flag}"))
         runs.append(_trainable(out, 2))
     _assert_close(*runs, atol=1e-6)
+
+
+def test_compile_compiles_every_block_in_place(dataset, tmp_path):
+    """engine.compile compiles the projector and every vision / decoder layer, nothing else, and keeps
+    the parameter names (checkpoints and resume see the same keys)."""
+    model, _ = build_model(_config(dataset, tmp_path).model)
+    keys = list(model.state_dict())
+    classes = compile_blocks(model)
+    assert {"CCAMProjector", "Qwen2DecoderLayer", "SiglipEncoderLayer"} <= set(classes)
+    compiled = {name for name, m in model.named_modules() if m._compiled_call_impl is not None}
+    assert compiled == {name for name, m in model.named_modules() if type(m).__name__ in classes}
+    layers = {name for name, m in model.named_modules() if type(m).__name__.endswith("Layer")}
+    assert layers | {"projector"} <= compiled
+    assert len(layers) == model.config.text_config.num_hidden_layers + model.config.vision_config.num_hidden_layers
+    assert "language_model" not in compiled and "" not in compiled
+    assert list(model.state_dict()) == keys
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_engine_compile_reaches_the_trainer(dataset, tmp_path, monkeypatch, flag):
+    from videoccam.train import trainer
+
+    calls = []
+    monkeypatch.setattr(trainer, "compile_blocks", lambda model: calls.append(type(model).__name__))
+    train(_config(dataset, tmp_path, "tiny-instruct", "optim.max_steps=1", f"engine.compile={str(flag).lower()}"))
+    assert calls == (["VideoCCAMForConditionalGeneration"] if flag else [])
+
+
+@pytest.mark.slow
+def test_compile_gives_the_same_step(dataset, tmp_path):
+    runs = []
+    for flag in ("false", "true"):
+        out = tmp_path / flag
+        train(_config(dataset, out, "tiny-instruct", "optim.max_steps=2", f"engine.compile={flag}"))
+        runs.append(_trainable(out, 2))
+    _assert_close(*runs, atol=1e-5)
 
 
 def _weighted(dataset: Path, path: Path, weights: list[float | None]) -> str:

@@ -86,6 +86,21 @@ def _no_split_classes(model: nn.Module) -> set[str]:
     return names
 
 
+def compile_blocks(model: nn.Module) -> list[str]:
+    """``torch.compile`` every block (decoder / encoder layer, projector) of ``model`` in place.
+
+    Per-block compilation (``nn.Module.compile``) leaves the parameter names and the top-level HF
+    code (masks, caches, loss) as they are, so checkpoints, DDP and FSDP2 see the same modules.
+    Returns the compiled classes' names.
+    """
+    classes = _no_split_classes(model)
+    blocks = [m for m in model.modules() if type(m).__name__ in classes]
+    for block in blocks:
+        block.compile()
+    logger.info("torch.compile: %d blocks (%s)", len(blocks), ", ".join(sorted(classes)))
+    return sorted({type(b).__name__ for b in blocks})
+
+
 def wrap_model(model: nn.Module, engine: EngineSettings, ctx: DistContext) -> nn.Module:
     """DDP (default) or FSDP2 around ``model`` (already on ``ctx.device``); unchanged for one process."""
     if not ctx.distributed:

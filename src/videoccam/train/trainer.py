@@ -35,7 +35,13 @@ from videoccam.train.build import apply_stage, build_model, format_summary, trai
 from videoccam.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
 from videoccam.train.config import TrainConfig, config_to_dict, dump_config
 from videoccam.train.data import LlavaDataset, ResumableBatchSampler, collate
-from videoccam.train.distributed import DistContext, setup_distributed, teardown_distributed, wrap_model
+from videoccam.train.distributed import (
+    DistContext,
+    compile_blocks,
+    setup_distributed,
+    teardown_distributed,
+    wrap_model,
+)
 from videoccam.train.export import save_final
 
 logger = logging.getLogger(__name__)
@@ -227,6 +233,8 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
         persistent_workers=False,
     )
 
+    if config.engine.compile:
+        compile_blocks(model)
     wrapped = wrap_model(model, config.engine, ctx)
     torch.manual_seed(opt.seed)
     optimizer = torch.optim.AdamW(_param_groups(wrapped, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
