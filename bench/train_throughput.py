@@ -1,11 +1,14 @@
 """Training throughput of the tiny CPU config: 1 process vs 2 processes (torchrun, gloo), same global batch.
 
     python bench/train_throughput.py [--steps 30] [--global-batch 8] [--frames 8]
+    python bench/train_throughput.py --compile    # 1 process, eager vs engine.compile=true
 
 Writes a small LLaVA dataset (generated clips), runs `videoccam train tiny-instruct` once with one
 process (micro-batch = global batch) and once under `torchrun --nproc_per_node=2` (micro-batch = half),
 and prints samples/s and tokens/s (wall time per step, data loading included; median over steps after
-the first 5) and the ratio 2-proc / 1-proc.
+the first 5) and the ratio 2-proc / 1-proc. With ``--compile`` it runs one process twice instead,
+eager and with ``engine.compile=true``, and also prints the first 5 steps' wall time, where the
+compilation happens.
 Each process uses one intra-op thread, so 2 processes use 2 cores and 1 process uses 1.
 """
 
@@ -35,19 +38,20 @@ def make_data(root: Path, n: int) -> None:
     (root / "data.json").write_text(json.dumps(records))
 
 
-def run(root: Path, nproc: int, steps: int, global_batch: int, frames: int) -> dict[str, float]:
-    out = root / f"run{nproc}"
+def run(root: Path, nproc: int, steps: int, global_batch: int, frames: int, compile_: bool = False) -> dict[str, float]:
+    out = root / f"run{nproc}-{'compiled' if compile_ else 'eager'}"
     args = ["tiny-instruct", f"model.tokenizer={root / 'tok'}", f"data.train={root / 'data.json'}",
             f"output.dir={out}", f"optim.max_steps={steps}", f"optim.micro_batch_size={global_batch // nproc}",
-            f"data.num_frames={frames}", "output.save_every=0"]
+            f"data.num_frames={frames}", "output.save_every=0", f"engine.compile={str(compile_).lower()}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd = [*(launcher if nproc > 1 else [sys.executable]), "-m", "videoccam.cli", "train", *args]
     subprocess.run(cmd, env=env, check=True, capture_output=True)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    steps_log = [r for r in log if "loss" in r][5:]
-    return {"samples_per_s": statistics.median(r["samples_per_s"] for r in steps_log),
-            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steps_log)}
+    steps_log = [r for r in log if "loss" in r]
+    return {"samples_per_s": statistics.median(r["samples_per_s"] for r in steps_log[5:]),
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in steps_log[5:]),
+            "first_5_s": sum(r["step_time_s"] for r in steps_log[:5])}
 
 
 def main() -> None:
@@ -55,10 +59,22 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--global-batch", type=int, default=8)
     parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--compile", action="store_true", help="one process, eager vs engine.compile=true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_data(root, n=args.global_batch * 4)
+        if args.compile:
+            eager = run(root, 1, args.steps, args.global_batch, args.frames)
+            compiled = run(root, 1, args.steps, args.global_batch, args.frames, compile_=True)
+            print(f"tiny-instruct, 1 process, global batch {args.global_batch}, {args.frames} frames, "
+                  f"{args.steps} steps, CPU")
+            print("| engine.compile | first 5 steps (s) | samples/s after | tokens/s after |\n|---|---|---|---|")
+            for name, r in (("false", eager), ("true", compiled)):
+                print(f"| {name} | {r['first_5_s']:.1f} | {r['samples_per_s']:.1f} | {r['tokens_per_s']:.0f} |")
+            print(f"ratio compiled/eager (samples/s after the first 5 steps): "
+                  f"{compiled['samples_per_s'] / eager['samples_per_s']:.2f}")
+            return
         one = run(root, 1, args.steps, args.global_batch, args.frames)
         two = run(root, 2, args.steps, args.global_batch, args.frames)
     print(f"tiny-instruct, global batch {args.global_batch}, {args.frames} frames, {args.steps} steps, CPU")

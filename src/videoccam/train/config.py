@@ -122,7 +122,7 @@ class EngineSettings:
     backend: str | None = None  # torch.distributed backend; default nccl on CUDA, gloo on CPU
     device: str | None = None  # default: cuda:<local rank> when CUDA is available, else cpu
     find_unused_parameters: bool = False  # DDP: set when some batches skip a trainable module (text-only data)
-    compile: bool = False  # torch.compile each block (decoder/encoder layer, projector) in place
+    compile: bool = False  # torch.compile each block (the FSDP2 units: layers, projector) in place
 
 
 @dataclass

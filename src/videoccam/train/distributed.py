@@ -87,7 +87,8 @@ def _no_split_classes(model: nn.Module) -> set[str]:
 
 
 def compile_blocks(model: nn.Module) -> list[str]:
-    """``torch.compile`` every block (decoder / encoder layer, projector) of ``model`` in place.
+    """``torch.compile`` every block of ``model`` in place: the classes its models declare unsplittable,
+    the same units FSDP2 shards (decoder and encoder layers, the projector, SigLIP's embeddings).
 
     Per-block compilation (``nn.Module.compile``) leaves the parameter names and the top-level HF
     code (masks, caches, loss) as they are, so checkpoints, DDP and FSDP2 see the same modules.
