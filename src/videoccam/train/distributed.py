@@ -77,13 +77,18 @@ def teardown_distributed(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def _no_split_classes(model: nn.Module) -> set[str]:
-    """Block classes (decoder/encoder layers, the projector) declared by every HF model inside ``model``."""
-    names: set[str] = set()
+def _blocks(model: nn.Module) -> list[nn.Module]:
+    """Every module of ``model`` whose class an HF model inside it declares unsplittable
+    (``_no_split_modules``: decoder / encoder layers, the projector, SigLIP's embeddings)."""
+    classes: set[str] = set()
     for module in model.modules():
         if isinstance(module, PreTrainedModel) and module._no_split_modules:
-            names.update(module._no_split_modules)
-    return names
+            classes.update(module._no_split_modules)
+    return [m for m in model.modules() if type(m).__name__ in classes]
+
+
+def _class_names(modules: list[nn.Module]) -> list[str]:
+    return sorted({type(m).__name__ for m in modules})
 
 
 def compile_blocks(model: nn.Module) -> list[str]:
@@ -94,12 +99,12 @@ def compile_blocks(model: nn.Module) -> list[str]:
     code (masks, caches, loss) as they are, so checkpoints, DDP and FSDP2 see the same modules.
     Returns the compiled classes' names.
     """
-    classes = _no_split_classes(model)
-    blocks = [m for m in model.modules() if type(m).__name__ in classes]
+    blocks = _blocks(model)
     for block in blocks:
         block.compile()
-    logger.info("torch.compile: %d blocks (%s)", len(blocks), ", ".join(sorted(classes)))
-    return sorted({type(b).__name__ for b in blocks})
+    names = _class_names(blocks)
+    logger.info("torch.compile: %d blocks (%s)", len(blocks), ", ".join(names))
+    return names
 
 
 def wrap_model(model: nn.Module, engine: EngineSettings, ctx: DistContext) -> nn.Module:
@@ -114,12 +119,11 @@ def wrap_model(model: nn.Module, engine: EngineSettings, ctx: DistContext) -> nn
                                        find_unused_parameters=engine.find_unused_parameters)
     from torch.distributed.fsdp import fully_shard
 
-    classes = _no_split_classes(model)
-    blocks = [m for m in model.modules() if type(m).__name__ in classes]
+    blocks = _blocks(model)
     for block in blocks:  # one FSDP unit per layer, then the root for what is left (embeddings, heads)
         fully_shard(block)
     fully_shard(model)
-    logger.info("FSDP2: %d sharded blocks (%s) + root", len(blocks), ", ".join(sorted(classes)))
+    logger.info("FSDP2: %d sharded blocks (%s) + root", len(blocks), ", ".join(_class_names(blocks)))
     return model
 
 
