@@ -33,6 +33,7 @@ from videoccam.synth import (
     make_sample,
     write_examples,
 )
+from videoccam.synth.families import order_questions
 from videoccam.testing import make_tiny_processor, tiny_config
 
 SEED = 3
@@ -53,6 +54,13 @@ def question_of(record: dict) -> str:
     human = record["conversations"][0]["value"]
     assert human.startswith("<video>\n")
     return human.removeprefix("<video>\n")
+
+
+def turns_of(record: dict) -> list[tuple[str, str]]:
+    """Every ``(question, answer)`` of a record, the media placeholder removed."""
+    conversations = record["conversations"]
+    return [(conversations[k]["value"].removeprefix("<video>\n"), conversations[k + 1]["value"])
+            for k in range(0, len(conversations), 2)]
 
 
 # ------------------------------------------------------- an independent reader of decoded frames
@@ -124,6 +132,8 @@ def test_answers_are_readable_from_decoded_frames(dataset):
             assert video.frames.shape == (16, 64, 64, 3)
             answer, flashes = read_answer(video.frames, question_of(record))
             assert answer == record["meta"]["answer"] == record["conversations"][1]["value"], record["id"]
+            for question, said in turns_of(record)[1:]:  # the training clips' further order questions
+                assert read_answer(video.frames, question)[0] == said, (record["id"], question)
             # one frame per 4-frame segment sees every one-beat flash exactly once
             assert all(len(frames) == 1 for frames in flashes.values()), (record["id"], flashes)
             if record["meta"]["family"] in ("first", "after"):
@@ -176,10 +186,50 @@ def test_records_are_llava_format_with_metadata(dataset):
     for record in records(dataset, "train"):
         assert set(record) == {"id", "video", "conversations", "meta"}
         assert record["video"] == f"videos/train/{record['id']}.mp4" and (dataset / record["video"]).is_file()
-        assert [turn["from"] for turn in record["conversations"]] == ["human", "gpt"]
+        turns = len(record["conversations"]) // 2
+        assert [turn["from"] for turn in record["conversations"]] == ["human", "gpt"] * turns
+        assert ["<video>" in turn["value"] for turn in record["conversations"]] == [True] + [False] * (2 * turns - 1)
         meta = record["meta"]
+        assert len(meta["families"]) == turns and meta["families"][0] == meta["family"]
+        assert set(meta["families"][1:]) <= set(ORDER_FAMILIES)
         assert meta["order_dependent"] == (meta["family"] in ORDER_FAMILIES)
         assert 0 < meta["chance"] <= 0.5
+
+
+def test_training_clips_ask_every_order_question_they_answer(tmp_path):
+    """Seed 0's first training clips, literally: the clip's own question first, then every other
+    order question its scene answers, in a seeded random order. ``train_questions="one"`` writes the
+    same clips, stills and test set with the first turn only."""
+    first, reverse = QUESTIONS["first"], QUESTIONS["reverse"]
+    after, way = QUESTIONS["after"].format, QUESTIONS["direction"].format
+    expected = {
+        0: [(first, "purple"), (after(subject="purple"), "white")],
+        1: [(way(subject="blue"), "right")],
+        2: [(after(subject="blue"), "purple"), (after(subject="red"), "blue"), (first, "red")],
+        3: [(reverse, "reversed")],
+        4: [(QUESTIONS["colours"], "green and red and white"), (way(subject="red"), "right")],
+        5: [(QUESTIONS["count"], "four")],
+    }
+    out, one = tmp_path / "all", tmp_path / "one"
+    manifest = generate_dataset(out, num_train=6, num_test=6, seed=0)
+    assert [turns_of(r) for r in records(out, "train")] == list(expected.values())
+    assert manifest["train_questions"] == "all"
+    assert manifest["turn_counts"]["train"] == {"first": 2, "after": 3, "direction": 2, "reverse": 1, "colours": 1,
+                                                "count": 1}
+    assert generate_dataset(one, num_train=6, num_test=6, seed=0, train_questions="one")["train_questions"] == "one"
+    for full, single in zip(records(out, "train"), records(one, "train"), strict=True):
+        assert single["conversations"] == full["conversations"][:2]
+        assert single["meta"] == {**full["meta"], "families": full["meta"]["families"][:1]}
+        assert (out / full["video"]).read_bytes() == (one / single["video"]).read_bytes()
+    assert records(one, "test") == records(out, "test")
+    assert all(len(r["conversations"]) == 2 for r in records(out, "test"))
+    assert (one / "stills.json").read_text() == (out / "stills.json").read_text()
+
+    # the oracle behind the extra turns follows the scene: time reversal swaps the flashes
+    sample, _ = dataset_sample(0, "train", 0)
+    assert order_questions(sample.clip.reversed()) == [("first", None, "white"), ("after", "white", "purple")]
+    with pytest.raises(ValueError, match="train_questions"):
+        generate_dataset("unused", num_train=1, num_test=0, train_questions="some")
 
 
 def test_answers_are_balanced():
@@ -316,6 +366,9 @@ def test_cli_synth(tmp_path):
     where = tmp_path / "where"
     assert main(["synth", "--out", str(where), "--train", "2", "--test", "0", "--stills-where", "both"]) == 0
     assert json.loads((where / "manifest.json").read_text())["stills_where"] == "both"
+    assert main(["synth", "--out", str(tmp_path / "one"), "--train", "6", "--test", "0", "--seed", "0",
+                 "--train-questions", "one"]) == 0
+    assert all(len(r["conversations"]) == 2 for r in records(tmp_path / "one", "train"))
     assert len(AutoTokenizer.from_pretrained(where / "tokenizer")) == 49
     assert any(t.get("weight") == 10.0 for s in json.loads((where / "stills.json").read_text())
                for t in s["conversations"])

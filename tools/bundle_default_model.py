@@ -31,7 +31,7 @@ demo and server run out of the box; a real checkpoint is one `--model` flag away
 ## How it was made
 
 ```bash
-videoccam synth --out data/synth --train {num_train} --test {num_test} --seed {data_seed} --workers 2
+videoccam synth --out data/synth --train {num_train} --test {num_test} --seed {data_seed} --workers 2{questions}
 videoccam train synth-stills && videoccam train synth-ccam{overrides}
 ```
 
@@ -53,7 +53,8 @@ runs/ablate` trains this variant with the same configs and seed, next to the oth
 def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest: str | Path,
                  manifest: dict[str, Any]) -> Path:
     """Copy the run's ``final`` folder to ``dest`` and write its README.md model card from ``results``
-    (a ``videoccam ablate`` results.json) and ``manifest`` (the data's manifest.json: seed and counts)."""
+    (a ``videoccam ablate`` results.json) and ``manifest`` (the data's manifest.json: seed, counts and
+    what the training clips ask)."""
     final, dest = Path(final), Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -74,10 +75,13 @@ def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest:
                     + " | ".join(accuracy_cell(run["families"][fam]) for run in runs) + " |")
     params = sum(t.numel() for t in load_file(dest / "model.safetensors").values())
     overrides = "".join(f" {o}" for o in VARIANTS[variant])
+    # generator version 4 added train_questions ("all" by default); earlier data asked one question per clip
+    questions = manifest["train_questions"] if manifest["version"] >= 4 else "one"
     (dest / "README.md").write_text(CARD.format(
         variant=variant, params=params, queries=config["projector_config"]["num_query"],
         vocab=config["text_config"]["vocab_size"], data_seed=manifest["seed"],
         num_train=manifest["num_train"], num_test=manifest["num_test"], seed=runs[0]["seed"],
+        questions="" if questions == "all" else f" --train-questions {questions}",
         overrides=overrides, n=sum(e["n"] for e in runs[0]["families"].values()),
         frames_head=" | ".join(f"{f} frames" for f in frames), frames_rule="---|" * len(frames),
         rows="\n".join(rows),

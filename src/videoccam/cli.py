@@ -148,7 +148,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     config = WorldConfig.from_frames(size=args.size, num_frames=args.frames, num_beats=args.beats, fps=args.fps)
     generate_dataset(args.out, args.train, args.test, args.seed, config=config, families=args.families,
-                     workers=args.workers, stills_where=args.stills_where)
+                     workers=args.workers, stills_where=args.stills_where, train_questions=args.train_questions)
     print(args.out)
     return 0
 
@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_check.add_argument("--no-decode", action="store_true", help="only check that media files exist")
     data_check.set_defaults(func=cmd_data_check)
 
+    from videoccam.synth.dataset import TRAIN_QUESTIONS
     from videoccam.synth.families import FAMILIES
     from videoccam.synth.stills import WHERE_MODES
 
@@ -250,6 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what the stage-1 stills ask about where objects are: 'side' (default recipe: the "
                             "side of one object) or 'both' (long recipe: side and height of every object, "
                             "weighted 10)")
+    synth.add_argument("--train-questions", choices=TRAIN_QUESTIONS, default="all",
+                       help="what a training clip asks: 'all' (default: its own question, then every other "
+                            "order question its scene answers) or 'one' (its own question only); test clips "
+                            "always ask one")
     synth.set_defaults(func=cmd_synth)
 
     from videoccam.synth.ablation import VARIANTS

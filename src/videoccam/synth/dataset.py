@@ -4,7 +4,8 @@ Layout of ``generate_dataset(out_dir, ...)``::
 
     out_dir/videos/train/train_000000.mp4 ...   H.264 (libx264, yuv420p)
     out_dir/videos/test/test_000000.mp4 ...
-    out_dir/train.json, out_dir/test.json        LLaVA format; "video" paths are relative to out_dir
+    out_dir/train.json, out_dir/test.json        LLaVA format; "video" paths are relative to out_dir; a
+                                                 training clip asks every order question it answers
     out_dir/stills/train/train_000000_beat03.png  single beats of the training clips (PNG)
     out_dir/stills.json                          their perception questions (stage 1; videoccam.synth.stills)
     out_dir/tokenizer/                           build_tokenizer(stills_where).save_pretrained(...)
@@ -35,17 +36,20 @@ import numpy as np
 from PIL import Image
 
 from videoccam.processing.video_synth import write_video
-from videoccam.synth.families import ANSWERS, FAMILIES, Sample, make_sample
+from videoccam.synth.families import ANSWERS, FAMILIES, QUESTIONS, Sample, make_sample, order_questions
 from videoccam.synth.stills import check_where, make_stills, still_record
 from videoccam.synth.tokenizer import build_tokenizer
 from videoccam.synth.world import WorldConfig
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 3  # 2: stills (stage-1 perception set); 3: the stills' `where` option (same output for "side")
+GENERATOR_VERSION = 4  # 2: stills (stage-1 perception set); 3: the stills' `where` option (same output for "side");
+#                        4: training clips ask every order question they answer (`train_questions="all"`)
 SPLITS: tuple[str, ...] = ("train", "test")
 EXAMPLES_SPLIT = "examples"
 _BALANCE_KEY = 0xBA1A  # spawn-key tag of the answer-order streams (never equal to a sample's key)
+_TURNS_KEY = 0x7A25  # spawn-key tag of the extra turns' order streams
+TRAIN_QUESTIONS: tuple[str, ...] = ("all", "one")  # what a training clip asks; the test split always asks one
 # x264 settings of the clips: "fast" preset, near-transparent quality, one thread per clip (clips
 # are tiny; parallelism comes from the worker processes).
 ENCODER_OPTIONS: dict[str, str] = {"preset": "fast", "crf": "18", "threads": "1"}
@@ -89,32 +93,61 @@ def write_clip(path: str | Path, sample: Sample) -> Path:
                        pix_fmt="yuv420p", options=ENCODER_OPTIONS)
 
 
-def _record(sample: Sample, sample_id: str, video: str, own_seed: int) -> dict[str, Any]:
-    """The LLaVA-format JSON entry of one sample."""
+def check_train_questions(mode: str) -> None:
+    """Raise a ValueError naming ``train_questions`` unless ``mode`` is one of :data:`TRAIN_QUESTIONS`."""
+    if mode not in TRAIN_QUESTIONS:
+        raise ValueError(f"train_questions must be one of {TRAIN_QUESTIONS}, got {mode!r}")
+
+
+def extra_turns(sample: Sample, seed: int, split: str, index: int) -> list[tuple[str, str, str]]:
+    """The order questions of ``sample``'s clip other than its own, as ``(family, question, answer)``.
+
+    From :func:`~videoccam.synth.families.order_questions`, in a random order drawn from a stream
+    of their own (``seed``, ``split``, ``index``), so the sample's scene is the same with or without
+    them.
+    """
+    own = (sample.family, sample.subject)
+    turns = [(family, QUESTIONS[family].format(subject=subject), answer)
+             for family, subject, answer in order_questions(sample.clip) if (family, subject) != own]
+    stream = np.random.SeedSequence(seed, spawn_key=(_split_key(split), _TURNS_KEY, index))
+    return [turns[int(i)] for i in np.random.default_rng(stream).permutation(len(turns))]
+
+
+def _record(sample: Sample, sample_id: str, video: str, own_seed: int,
+            extra: Sequence[tuple[str, str, str]] = ()) -> dict[str, Any]:
+    """The LLaVA-format JSON entry of one sample; ``extra`` turns follow its own question.
+
+    ``meta.family`` and ``meta.answer`` describe the first turn (the sample's own question);
+    ``meta.families`` lists the family of every turn.
+    """
+    conversations = [
+        {"from": "human", "value": f"<video>\n{sample.question}"},
+        {"from": "gpt", "value": sample.answer},
+    ]
+    for _, question, answer in extra:
+        conversations += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
     return {
         "id": sample_id,
         "video": video,
-        "conversations": [
-            {"from": "human", "value": f"<video>\n{sample.question}"},
-            {"from": "gpt", "value": sample.answer},
-        ],
+        "conversations": conversations,
         "meta": {
             "family": sample.family,
             "answer": sample.answer,
             "chance": sample.chance,
             "order_dependent": sample.order_dependent,
             "seed": own_seed,
+            "families": [sample.family] + [family for family, _, _ in extra],
         },
     }
 
 
-def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig, str]
+def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig, str, str]
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Generate, encode and describe a chunk of samples of one split (runs in worker processes).
 
     Returns the clips' records and, for the train split, the records of their stills.
     """
-    out_dir, seed, split, indices, families, config, where = job
+    out_dir, seed, split, indices, families, config, where, questions = job
     records, stills = [], []
     if split == "train":
         (out_dir / "stills" / split).mkdir(parents=True, exist_ok=True)
@@ -123,7 +156,8 @@ def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldC
         sample_id = f"{split}_{index:06d}"
         video = f"videos/{split}/{sample_id}.mp4"
         write_clip(out_dir / video, sample)
-        records.append(_record(sample, sample_id, video, own_seed))
+        extra = extra_turns(sample, seed, split, index) if split == "train" and questions == "all" else []
+        records.append(_record(sample, sample_id, video, own_seed, extra))
         if split == "train":
             beats = sample.clip.render_beats()  # [beats, H, W, 3]
             for still in make_stills(sample, own_seed, where=where):
@@ -143,6 +177,7 @@ def generate_dataset(
     families: Sequence[str] = FAMILIES,
     workers: int = 1,
     stills_where: str = "side",
+    train_questions: str = "all",
 ) -> dict[str, Any]:
     """Write the synthetic benchmark to ``out_dir`` (see the module docstring for the layout).
 
@@ -157,6 +192,10 @@ def generate_dataset(
         stills_where: What the stills ask about where objects are: ``"side"`` (the default recipe) or
             ``"both"`` (side and height of every object off the middle, weighted; the long recipe),
             see :func:`~videoccam.synth.stills.make_stills`. The tokenizer covers its words.
+        train_questions: ``"all"``: a training clip asks its own question, then every other order
+            question its scene answers (:func:`extra_turns`; e.g. a ``first`` clip also asks what
+            flashed right after its earlier flash), as one multi-turn conversation; ``"one"``: its
+            own question only. Test clips always ask one question; the clips and stills are the same.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -171,12 +210,14 @@ def generate_dataset(
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     check_where(stills_where, "stills_where")
+    check_train_questions(train_questions)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"train": num_train, "test": num_test}
     chunk = 50
     jobs = [
-        (out_dir, seed, split, list(range(start, min(start + chunk, counts[split]))), families, config, stills_where)
+        (out_dir, seed, split, list(range(start, min(start + chunk, counts[split]))), families, config, stills_where,
+         train_questions)
         for split in SPLITS for start in range(0, counts[split], chunk)
     ]
     started = time.perf_counter()
@@ -200,6 +241,7 @@ def generate_dataset(
         "num_test": num_test,
         "num_stills": len(stills),
         "stills_where": stills_where,
+        "train_questions": train_questions,
         "size": config.size,
         "frames": config.num_frames,
         "beats": config.num_beats,
@@ -208,6 +250,9 @@ def generate_dataset(
         "families": list(families),
         "family_counts": {
             split: dict(Counter(r["meta"]["family"] for r in records[split])) for split in SPLITS
+        },
+        "turn_counts": {  # questions asked per family, every turn counted
+            split: dict(Counter(f for r in records[split] for f in r["meta"]["families"])) for split in SPLITS
         },
         "codec": "libx264",
         "encoder_options": ENCODER_OPTIONS,

@@ -258,6 +258,30 @@ def answer_for(family: str, clip: Clip, subject: str | None = None) -> str:
     raise ValueError(f"unknown family {family!r}; families: {FAMILIES}")
 
 
+def order_questions(clip: Clip) -> list[tuple[str, str | None, str]]:
+    """Every order-family question ``clip`` answers, as ``(family, subject, answer)``.
+
+    ``first`` and one ``after`` per flash but the last, when the clip has two or more flashes on
+    distinct beats; ``direction`` for every object that moves sideways; ``reverse`` when objects
+    fall (or rise). A ``first`` clip thus also answers "after" its earlier flash, an ``after`` clip
+    "first" and every other "after", and a ``colours`` clip whatever its flashes and mover allow.
+    The answers come from :func:`answer_for`. In time order of the flashes, then the movers in
+    sprite order.
+    """
+    questions: list[tuple[str, str | None, str]] = []
+    flashes = _flashes(clip)
+    if len(flashes) >= 2 and len({b for b, _ in flashes}) == len(flashes):
+        questions.append(("first", None, answer_for("first", clip)))
+        questions += [("after", c, answer_for("after", clip, c)) for _, c in flashes[:-1]]
+    for sprite in clip.sprites:
+        xs = {p[0] for p in sprite.positions if p is not None}
+        if len(xs) > 1:
+            questions.append(("direction", sprite.colour, answer_for("direction", clip, sprite.colour)))
+    if any(len({p[1] for p in s.positions if p is not None}) > 1 for s in clip.sprites):
+        questions.append(("reverse", None, answer_for("reverse", clip)))
+    return questions
+
+
 def words_of(templates: Iterable[str]) -> set[str]:
     """The words (and punctuation marks) of question templates, ``{subject}`` filled with every colour."""
     texts = [t.format(subject=c) for t in templates for c in COLOURS]
