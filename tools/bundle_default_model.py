@@ -32,7 +32,7 @@ demo and server run out of the box; a real checkpoint is one `--model` flag away
 
 ```bash
 videoccam synth --out data/synth --train {num_train} --test {num_test} --seed {data_seed} --workers 2{questions}
-videoccam train synth-stills && videoccam train synth-ccam{overrides}
+videoccam train synth-stills{seeded} && videoccam train synth-ccam{seeded}{overrides}
 ```
 
 Stage 1 (`synth-stills`) learns perception on single frames, stage 2 (`synth-ccam`) the clips'
@@ -82,6 +82,7 @@ def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest:
         vocab=config["text_config"]["vocab_size"], data_seed=manifest["seed"],
         num_train=manifest["num_train"], num_test=manifest["num_test"], seed=runs[0]["seed"],
         questions="" if questions == "all" else f" --train-questions {questions}",
+        seeded="" if runs[0]["seed"] == 0 else "".join(f" {k}.seed={runs[0]['seed']}" for k in ("model", "optim", "data")),
         overrides=overrides, n=sum(e["n"] for e in runs[0]["families"].values()),
         frames_head=" | ".join(f"{f} frames" for f in frames), frames_rule="---|" * len(frames),
         rows="\n".join(rows),
