@@ -37,7 +37,7 @@ videoccam train synth-stills{seeded} && videoccam train synth-ccam{seeded}{overr
 
 Stage 1 (`synth-stills`) learns perception on single frames, stage 2 (`synth-ccam`) the clips'
 questions (docs/synthetic-world.md, "Training recipe"). `videoccam ablate --data data/synth --out
-runs/ablate` trains this variant with the same configs and seed, next to the other four. Data seed
+runs/ablate --seeds {seed}` trains this variant with the same configs and seed, next to the other four. Data seed
 {data_seed}; training seed {seed}; trained at 16 frames.
 
 ## Test accuracy ({n} held-out questions, greedy exact match, 95% Wilson interval)
