@@ -265,20 +265,17 @@ def order_questions(clip: Clip) -> list[tuple[str, str | None, str]]:
     distinct beats; ``direction`` for every object that moves sideways; ``reverse`` when objects
     fall (or rise). A ``first`` clip thus also answers "after" its earlier flash, an ``after`` clip
     "first" and every other "after", and a ``colours`` clip whatever its flashes and mover allow.
-    The answers come from :func:`answer_for`. In time order of the flashes, then the movers in
-    sprite order.
+    :func:`answer_for` decides which questions fit the scene and answers them. In time order of the
+    flashes, then the movers in sprite order.
     """
+    candidates = [("first", None), *(("after", c) for _, c in _flashes(clip)),
+                  *(("direction", s.colour) for s in clip.sprites), ("reverse", None)]
     questions: list[tuple[str, str | None, str]] = []
-    flashes = _flashes(clip)
-    if len(flashes) >= 2 and len({b for b, _ in flashes}) == len(flashes):
-        questions.append(("first", None, answer_for("first", clip)))
-        questions += [("after", c, answer_for("after", clip, c)) for _, c in flashes[:-1]]
-    for sprite in clip.sprites:
-        xs = {p[0] for p in sprite.positions if p is not None}
-        if len(xs) > 1:
-            questions.append(("direction", sprite.colour, answer_for("direction", clip, sprite.colour)))
-    if any(len({p[1] for p in s.positions if p is not None}) > 1 for s in clip.sprites):
-        questions.append(("reverse", None, answer_for("reverse", clip)))
+    for family, subject in candidates:
+        try:
+            questions.append((family, subject, answer_for(family, clip, subject)))
+        except ValueError:  # the scene does not fit this question (e.g. the last flash has no "after")
+            continue
     return questions
 
 
