@@ -71,7 +71,7 @@ def main() -> None:
                         help="skip the dense path above this T (its [H, Q, T*P] scores may not fit)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs=2, metavar=("PATH", "FRAMES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -85,7 +85,7 @@ def main() -> None:
             print(f"measuring {path} T={t} ...", file=sys.stderr, flush=True)
             rows[(path, t)] = run_child(args, path, t)
     print(f"\nCCAM projector forward, Q=1024, P=729, Dv=1152, D=1024, {args.device} {args.dtype}\n")
-    print("| T | path | time (s) | peak memory (MiB) | streaming/dense time | streaming/dense memory |")
+    print("| T | path | time (ms) | peak memory (MiB) | streaming/dense time | streaming/dense memory |")
     print("|---|---|---|---|---|---|")
     for t in args.frames:
         fast, dense = rows.get(("streaming", t)), rows.get(("dense", t))
@@ -96,7 +96,7 @@ def main() -> None:
             if r is fast and dense is not None:
                 ratio_t = f"{fast['seconds'] / dense['seconds']:.2f}"
                 ratio_m = f"{fast['peak_mib'] / dense['peak_mib']:.2f}"
-            print(f"| {t} | {r['path']} | {r['seconds']:.2f} | {r['peak_mib']:.0f} | {ratio_t} | {ratio_m} |")
+            print(f"| {t} | {r['path']} | {1000 * r['seconds']:.1f} | {r['peak_mib']:.0f} | {ratio_t} | {ratio_m} |")
 
 
 if __name__ == "__main__":
