@@ -1,6 +1,6 @@
 """Bundle a trained synthetic-world model as the package's default model, with its model card.
 
-    python tools/bundle_default_model.py runs/ablate "CCAM"
+    python tools/bundle_default_model.py runs/ablate "CCAM" [--seed S]
 
 copies ``runs/ablate/seed<S>/<variant>/final`` to ``src/videoccam/assets/default_model/`` and writes
 its README.md (command, data seed, test accuracy from ``runs/ablate/results.json``).
@@ -16,7 +16,9 @@ from typing import Any
 
 from safetensors.torch import load_file
 
+from videoccam.configs import resolve_config
 from videoccam.synth.ablation import VARIANTS, accuracy_cell, variant_slug
+from videoccam.train.config import load_config
 
 DEFAULT_DEST = Path(__file__).resolve().parents[1] / "src" / "videoccam" / "assets" / "default_model"
 
@@ -31,14 +33,14 @@ demo and server run out of the box; a real checkpoint is one `--model` flag away
 ## How it was made
 
 ```bash
-videoccam synth --out data/synth --train {num_train} --test {num_test} --seed {data_seed} --workers 2{questions}
-videoccam train synth-stills{seeded} && videoccam train synth-ccam{seeded}{overrides}
+videoccam synth --out {data} --train {num_train} --test {num_test} --seed {data_seed} --workers 2{data_options}
+videoccam train {stage1}{seeded} && videoccam train {stage2}{seeded}{overrides}
 ```
 
-Stage 1 (`synth-stills`) learns perception on single frames, stage 2 (`synth-ccam`) the clips'
-questions (docs/synthetic-world.md, "Training recipe"). `videoccam ablate --data data/synth --out
-runs/ablate --seeds {seed}` trains this variant with the same configs and seed, next to the other four. Data seed
-{data_seed}; training seed {seed}; trained at 16 frames.
+Stage 1 (`{stage1}`) learns perception on single frames, stage 2 (`{stage2}`) the clips'
+questions (docs/synthetic-world.md, "Training recipe"). `videoccam ablate --data {data} --out
+runs/ablate --seeds {seed}{ablate_options}` trains this variant with the same configs and seed, next to the other
+four. Data seed {data_seed}; training seed {seed}; trained at 16 frames.
 
 ## Test accuracy ({n} held-out questions, greedy exact match, 95% Wilson interval)
 
@@ -53,8 +55,12 @@ runs/ablate --seeds {seed}` trains this variant with the same configs and seed, 
 def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest: str | Path,
                  manifest: dict[str, Any]) -> Path:
     """Copy the run's ``final`` folder to ``dest`` and write its README.md model card from ``results``
-    (a ``videoccam ablate`` results.json) and ``manifest`` (the data's manifest.json: seed, counts and
-    what the training clips ask)."""
+    (a ``videoccam ablate`` results.json: the variant's accuracy and the two stages' configs) and
+    ``manifest`` (the data's manifest.json: seed, counts, what the stills and training clips ask)."""
+    stage1, stage2 = results["stage1_config"], results["config"]
+    if stage1 is None:
+        raise ValueError("the ablation trained no stage 1 (stage1_config is null): the card's two-stage "
+                         "commands would not make this model")
     final, dest = Path(final), Path(dest)
     if dest.exists():
         shutil.rmtree(dest)
@@ -77,11 +83,17 @@ def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest:
     overrides = "".join(f" {o}" for o in VARIANTS[variant])
     # generator version 4 added train_questions ("all" by default); earlier data asked one question per clip
     questions = manifest["train_questions"] if manifest["version"] >= 4 else "one"
+    data_options = "".join([f" --stills-where {manifest['stills_where']}" if manifest["stills_where"] != "side" else "",
+                            f" --train-questions {questions}" if questions != "all" else ""])
+    ablate_options = "".join([f" --stage1-config {stage1}" if stage1 != "synth-stills" else "",
+                              f" --config {stage2}" if stage2 != "synth-ccam" else ""])
+    # the folder the shipped stage-1 config reads its stills and tokenizer from (data/synth, data/synth-where)
+    data = Path(load_config(resolve_config(stage1)).data.train).parent.as_posix()
     (dest / "README.md").write_text(CARD.format(
         variant=variant, params=params, queries=config["projector_config"]["num_query"],
         vocab=config["text_config"]["vocab_size"], data_seed=manifest["seed"],
-        num_train=manifest["num_train"], num_test=manifest["num_test"], seed=runs[0]["seed"],
-        questions="" if questions == "all" else f" --train-questions {questions}",
+        num_train=manifest["num_train"], num_test=manifest["num_test"], seed=runs[0]["seed"], data=data,
+        data_options=data_options, stage1=stage1, stage2=stage2, ablate_options=ablate_options,
         seeded="" if runs[0]["seed"] == 0 else "".join(f" {k}.seed={runs[0]['seed']}" for k in ("model", "optim", "data")),
         overrides=overrides, n=sum(e["n"] for e in runs[0]["families"].values()),
         frames_head=" | ".join(f"{f} frames" for f in frames), frames_rule="---|" * len(frames),
