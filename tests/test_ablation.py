@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,7 +106,7 @@ def test_ablate_command_end_to_end(world, tmp_path, capsys):
 def test_variants_trained_side_by_side_equal_one_at_a_time(world, tmp_path):
     """workers=2 (two forked processes, then the odd one here) trains and scores what one process does, thread for thread."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # stage 1 (this process) and every variant (either way) run on one thread
+    torch.set_num_threads(1)  # stage 1 and every variant (either way) run on one thread
     try:
         kwargs = {"variants": ["plain cross-attn", "CCAM + dual RoPE", "CCAM"], "frames": [16],
                   "overrides": ["optim.max_steps=2", "optim.micro_batch_size=4", "output.save_every=0"]}
@@ -121,6 +122,31 @@ def test_variants_trained_side_by_side_equal_one_at_a_time(world, tmp_path):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert ((tmp_path / "side" / "seed0" / variant / "predictions-16.jsonl").read_text()
                 == (tmp_path / "alone" / "seed0" / variant / "predictions-16.jsonl").read_text())
+
+
+def test_the_ablation_process_trains_nothing_itself(world, tmp_path, monkeypatch):
+    """Stage 1 and every variant train in forked children, even with one worker: a process that has
+    initialised CUDA cannot fork workers that use it, so the ablation's own process must never train."""
+    import os
+
+    import videoccam.train
+
+    real_train, log = videoccam.train.train, tmp_path / "pids"
+
+    def train_and_record(config, **kwargs):
+        with log.open("a") as f:
+            f.write(f"{os.getpid()} {config.output.dir}\n")
+        return real_train(config, **kwargs)
+
+    monkeypatch.setattr(videoccam.train, "train", train_and_record)
+    for workers in (1, 2):  # one: all in one child after another; two: a pair side by side, then the odd one
+        run_ablation(world, tmp_path / f"w{workers}", variants=["plain cross-attn", "CCAM", "CCAM + dual RoPE"],
+                     frames=[16], workers=workers,
+                     overrides=["optim.max_steps=1", "optim.micro_batch_size=4", "output.save_every=0"])
+    runs = [line.split() for line in log.read_text().splitlines()]
+    assert sorted(Path(d).relative_to(tmp_path).as_posix() for _, d in runs) == sorted(
+        f"w{w}/seed0/{r}" for w in (1, 2) for r in ("stills", "plain-cross-attn", "ccam", "ccam-dual-rope"))
+    assert all(int(pid) != os.getpid() for pid, _ in runs)
 
 
 def test_long_recipe_configs_differ_from_the_default_only_where_documented():

@@ -18,11 +18,11 @@ import multiprocessing
 import re
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -31,6 +31,7 @@ from videoccam.train.config import load_config
 from videoccam.train.data import cached_frames, read_records, warm_frame_cache
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # variant name -> config overrides (dotted keys) on top of synth-ccam
 VARIANTS: dict[str, list[str]] = {
@@ -141,9 +142,10 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     ``workers`` processes decode the clips, then train and evaluate the variants side by side, each
     on ``torch.get_num_threads() // workers`` threads (a small model on a 2-core CPU gets more steps
     per second from two one-thread processes than from one two-thread process); the variants left
-    over after the last full round run in this process on all threads.
+    over after the last full round run one at a time on all threads. Every training (stage 1 too)
+    runs in a forked child, so this process never initialises CUDA and can still fork workers on a
+    GPU machine, where each trains on the GPU.
     """
-    from videoccam.train import train
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,7 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
         stage1 = out_dir / f"seed{seed}" / "stills"
         t0 = time.perf_counter()
         if not (stage1 / "final" / "config.json").is_file():
-            train(load_config(resolve_config(stage1_config), [
+            run_in_child(_train, load_config(resolve_config(stage1_config), [
                 tokenizer, f"data.train={data_dir / 'stills.json'}", f"output.dir={stage1}", *seeded, *overrides]))
         stage1_s[seed] = time.perf_counter() - t0
         source[seed] = [f"model.checkpoint={stage1 / 'final'}", *seeded]
@@ -188,7 +190,7 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
                                    initializer=torch.set_num_threads, initargs=(threads,))
         with pool:
             per_job = list(pool.map(run_variant, jobs[:side_by_side]))
-    per_job += [run_variant(job) for job in jobs[side_by_side:]]  # a last odd job gets every thread here
+    per_job += [run_in_child(run_variant, job) for job in jobs[side_by_side:]]  # a last odd job gets every thread
     runs = [run for job_runs in per_job for run in job_runs]
     summary = {"data": str(data_dir), "config": config, "stage1_config": stage1_config,
                "overrides": list(overrides), "seeds": list(seeds), "frames": list(frames),
@@ -196,6 +198,25 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "results.md").write_text(markdown_table(summary))
     return summary
+
+
+def run_in_child(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a forked child process on this process's thread count; returns its result.
+
+    CUDA cannot be initialised again in a process forked after the parent initialised it, so the
+    ablation trains nothing in its own process: its later forks (the variants' workers) stay valid.
+    """
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
+                               initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),))
+    with pool:
+        return pool.submit(fn, *args).result()
+
+
+def _train(config: Any) -> Path:
+    """:func:`videoccam.train.train`, looked up when called (a function the child can be sent by name)."""
+    from videoccam.train import train
+
+    return train(config)
 
 
 @dataclass(frozen=True)
@@ -222,10 +243,13 @@ def run_variant(job: VariantJob) -> list[dict[str, Any]]:
     run_dir, data_dir = Path(job.run_dir), Path(job.data_dir)
     final = run_dir / "final"
     t0 = time.perf_counter()
+    config = load_config(resolve_config(job.config), [*job.overrides, f"output.dir={run_dir}"])
     if not (final / "config.json").is_file():  # a finished variant is not trained again
-        train(load_config(resolve_config(job.config), [*job.overrides, f"output.dir={run_dir}"]))
+        train(config)
     train_s = time.perf_counter() - t0
-    model = AutoModelForImageTextToText.from_pretrained(final).eval()
+    # scored where it trained: the trainer's device (engine.device, else CUDA when there is one)
+    device = config.engine.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = AutoModelForImageTextToText.from_pretrained(final).to(device).eval()
     processor = AutoProcessor.from_pretrained(final)
     runs = []
     for num_frames in job.frames:
