@@ -29,6 +29,7 @@ import torch
 from videoccam.configs import resolve_config
 from videoccam.train.config import load_config
 from videoccam.train.data import cached_frames, read_records, warm_frame_cache
+from videoccam.train.distributed import training_device
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -247,9 +248,8 @@ def run_variant(job: VariantJob) -> list[dict[str, Any]]:
     if not (final / "config.json").is_file():  # a finished variant is not trained again
         train(config)
     train_s = time.perf_counter() - t0
-    # scored where it trained: the trainer's device (engine.device, else CUDA when there is one)
-    device = config.engine.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = AutoModelForImageTextToText.from_pretrained(final).to(device).eval()
+    # scored where it trained
+    model = AutoModelForImageTextToText.from_pretrained(final).to(training_device(config.engine)).eval()
     processor = AutoProcessor.from_pretrained(final)
     runs = []
     for num_frames in job.frames:

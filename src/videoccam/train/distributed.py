@@ -52,17 +52,22 @@ class DistContext:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+def training_device(engine: EngineSettings, local_rank: int = 0) -> torch.device:
+    """Where a process trains: ``engine.device``, else ``cuda:<local rank>`` when CUDA is available,
+    else the CPU."""
+    if engine.device is not None:
+        return torch.device(engine.device)
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
 def setup_distributed(engine: EngineSettings) -> DistContext:
     """Join the process group torchrun describes (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``), if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if engine.device is not None:
-        device = torch.device(engine.device)
-    elif torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
-    else:
-        device = torch.device("cpu")
+    device = training_device(engine, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
