@@ -169,13 +169,15 @@ def test_long_recipe_configs_differ_from_the_default_only_where_documented():
     assert changes("synth-stills", "synth-stills-where") == {
         "model.tokenizer": ("data/synth/tokenizer", "data/synth-where/tokenizer"),
         "data.train": ("data/synth/stills.json", "data/synth-where/stills.json"),
-        "optim.epochs": (3, 5),
+        "optim.epochs": (3, 1),  # unused: max_steps rules
+        "optim.max_steps": (None, 2495),
         "optim.turn_weight_ratio": (1.0, 0.3),
         "output.dir": ("runs/synth-stills", "runs/synth-stills-where"),
     }
     assert changes("synth-ccam", "synth-ccam-long") == {
         "model.checkpoint": ("runs/synth-stills/final", "runs/synth-stills-where/final"),
         "data.train": ("data/synth/train.json", "data/synth-where/train.json"),
-        "optim.epochs": (10, 20),
+        "optim.epochs": (10, 1),
+        "optim.max_steps": (None, 5000),
         "output.dir": ("runs/synth-ccam", "runs/synth-ccam-long"),
     }
