@@ -313,6 +313,27 @@ def test_turn_weight_ratio_switches_the_weights_off_after_its_share_of_the_steps
         assert max((runs["half"][k] - runs[other][k]).abs().max().item() for k in runs["half"]) > 1e-4
 
 
+def test_max_steps_equal_to_whole_epochs_trains_what_the_epochs_train(dataset, tmp_path):
+    """optim.max_steps = epochs x steps per epoch is the same run step for step (schedule, warmup,
+    turn-weight share, per-epoch shuffles): what lets synth-stills-where / synth-ccam-long count steps
+    and still reproduce the tables made with epochs. 8 records, micro-batch 2: 4 steps an epoch."""
+    common = ("optim.micro_batch_size=2", "optim.warmup_ratio=0.25", "optim.turn_weight_ratio=0.5")
+    runs = {}
+    for name, length in (("epochs", ("optim.epochs=2", "optim.max_steps=null")), ("steps", ("optim.max_steps=8",)),
+                         ("short", ("optim.max_steps=6",))):
+        config = _config(dataset, tmp_path / name, "tiny-instruct", *length, *common)
+        config.data.train = _weighted(dataset, tmp_path / f"{name}.json", [4, 0, 1, 1, 2.5, 1, 0.5, 1])
+        train(config)
+        runs[name] = _step_records(tmp_path / name)
+    assert len(runs["epochs"]) == len(runs["steps"]) == 8
+    assert [r["lr"] for r in runs["steps"]] == [r["lr"] for r in runs["epochs"]]
+    assert [r["turn_weights"] for r in runs["steps"]] == [True] * 4 + [False] * 4
+    assert _losses(tmp_path / "steps") == _losses(tmp_path / "epochs")
+    _assert_close(_trainable(tmp_path / "steps", 8), _trainable(tmp_path / "epochs", 8), atol=0)
+    # a step budget that is not whole epochs is another schedule
+    assert [r["lr"] for r in runs["short"]] != [r["lr"] for r in runs["epochs"]][:6]
+
+
 def test_turn_weight_ratio_out_of_range_is_a_config_error(dataset, tmp_path):
     with pytest.raises(ConfigError, match=r"optim.turn_weight_ratio must be in \[0, 1\], got 1.5"):
         _config(dataset, tmp_path / "run", "tiny-instruct", "optim.turn_weight_ratio=1.5")
