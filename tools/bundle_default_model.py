@@ -17,7 +17,7 @@ from typing import Any
 from safetensors.torch import load_file
 
 from videoccam.configs import resolve_config
-from videoccam.synth.ablation import VARIANTS, accuracy_cell, variant_slug
+from videoccam.synth.ablation import CONFIG, STAGE1_CONFIG, VARIANTS, accuracy_cell, variant_slug
 from videoccam.train.config import load_config
 
 DEFAULT_DEST = Path(__file__).resolve().parents[1] / "src" / "videoccam" / "assets" / "default_model"
@@ -85,8 +85,8 @@ def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest:
     questions = manifest["train_questions"] if manifest["version"] >= 4 else "one"
     data_options = "".join([f" --stills-where {manifest['stills_where']}" if manifest["stills_where"] != "side" else "",
                             f" --train-questions {questions}" if questions != "all" else ""])
-    ablate_options = "".join([f" --stage1-config {stage1}" if stage1 != "synth-stills" else "",
-                              f" --config {stage2}" if stage2 != "synth-ccam" else ""])
+    ablate_options = "".join([f" --stage1-config {stage1}" if stage1 != STAGE1_CONFIG else "",
+                              f" --config {stage2}" if stage2 != CONFIG else ""])
     # the folder the shipped stage-1 config reads its stills and tokenizer from (data/synth, data/synth-where)
     data = Path(load_config(resolve_config(stage1)).data.train).parent.as_posix()
     (dest / "README.md").write_text(CARD.format(

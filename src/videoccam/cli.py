@@ -257,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "always ask one")
     synth.set_defaults(func=cmd_synth)
 
-    from videoccam.synth.ablation import VARIANTS
+    from videoccam.synth.ablation import CONFIG, STAGE1_CONFIG, VARIANTS
 
     ablate = sub.add_parser("ablate", help=cmd_ablate.__doc__, description=cmd_ablate.__doc__)
     ablate.add_argument("--data", required=True, help="a `videoccam synth` output folder")
@@ -265,9 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all five")
     ablate.add_argument("--frames", nargs="+", type=int, default=[16, 32, 64], help="evaluation frame counts")
     ablate.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
-    ablate.add_argument("--config", default="synth-ccam", help="stage-2 training config (default synth-ccam)")
-    ablate.add_argument("--stage1-config", default="synth-stills",
-                        help="stage-1 config, trained once per seed on stills.json (default synth-stills; "
+    ablate.add_argument("--config", default=CONFIG, help=f"stage-2 training config (default {CONFIG})")
+    ablate.add_argument("--stage1-config", default=STAGE1_CONFIG,
+                        help=f"stage-1 config, trained once per seed on stills.json (default {STAGE1_CONFIG}; "
                              "'none': train --config alone, which must then build its own model)")
     ablate.add_argument("--limit", type=int, help="evaluate only the first N test questions")
     ablate.add_argument("--workers", type=int, default=2,

@@ -34,6 +34,10 @@ from videoccam.train.distributed import training_device
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# the default recipe's configs: stage 1 on the stills, stage 2 on the clips (docs/synthetic-world.md)
+STAGE1_CONFIG = "synth-stills"
+CONFIG = "synth-ccam"
+
 # variant name -> config overrides (dotted keys) on top of synth-ccam
 VARIANTS: dict[str, list[str]] = {
     "plain cross-attn": ["model.projector.mask=none"],
@@ -130,8 +134,8 @@ def score(results: Sequence[dict[str, Any]]) -> dict[str, FamilyScore]:
 
 
 def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequence[str] = tuple(VARIANTS),
-                 frames: Sequence[int] = (16, 32, 64), seeds: Sequence[int] = (0,), config: str = "synth-ccam",
-                 stage1_config: str | None = "synth-stills", overrides: Sequence[str] = (),
+                 frames: Sequence[int] = (16, 32, 64), seeds: Sequence[int] = (0,), config: str = CONFIG,
+                 stage1_config: str | None = STAGE1_CONFIG, overrides: Sequence[str] = (),
                  limit: int | None = None, workers: int = 2) -> dict[str, Any]:
     """Train every variant (per seed) and evaluate it; write ``results.json`` and ``results.md``.
 
