@@ -103,6 +103,27 @@ def test_ablate_command_end_to_end(world, tmp_path, capsys):
     assert len(preds) == 6 and {"prediction", "answer", "correct"} <= json.loads(preds[0]).keys()
 
 
+def test_stage1_trains_on_the_stills_of_stage1_data(world, tmp_path):
+    """--stage1-data: stage 1 reads another synth folder's stills.json and tokenizer, stage 2 --data's clips."""
+    small = tmp_path / "small"
+    generate_dataset(small, num_train=6, num_test=6, seed=5)  # the first 6 of world's 12 clips
+    out = tmp_path / "ablate"
+    assert main(["ablate", "optim.max_steps=1", "optim.micro_batch_size=4", "output.save_every=0",
+                 "--data", str(world), "--stage1-data", str(small), "--out", str(out),
+                 "--variants", "CCAM", "--frames", "16", "--limit", "2"]) == 0
+    stage1 = yaml.safe_load((out / "seed0" / "stills" / "config.yaml").read_text())
+    assert stage1["data"]["train"] == str(small / "stills.json")
+    assert stage1["model"]["tokenizer"] == str(small / "tokenizer")
+    stage2 = yaml.safe_load((out / "seed0" / "ccam" / "config.yaml").read_text())
+    assert stage2["data"]["train"] == str(world / "train.json")
+    summary = json.loads((out / "results.json").read_text())
+    assert (summary["data"], summary["stage1_data"]) == (str(world), str(small))
+    with pytest.raises(FileNotFoundError, match="stills.json"):
+        run_ablation(world, tmp_path / "none", stage1_data=tmp_path / "missing")
+    with pytest.raises(ValueError, match="stage1_config"):
+        run_ablation(world, tmp_path / "none", stage1_config=None, stage1_data=small)
+
+
 def test_variants_trained_side_by_side_equal_one_at_a_time(world, tmp_path):
     """workers=2 (two forked processes, then the odd one here) trains and scores what one process does, thread for thread."""
     threads = torch.get_num_threads()

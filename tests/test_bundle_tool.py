@@ -20,12 +20,12 @@ def bundle_tool():
 
 def _results(stage1: str | None, stage2: str, seed: int) -> dict:
     family = {"n": 300, "correct": 270, "accuracy": 0.9, "ci95": [0.86, 0.93], "chance": 0.5, "order_dependent": True}
-    return {"stage1_config": stage1, "config": stage2,
+    return {"stage1_config": stage1, "config": stage2, "overrides": [],
             "runs": [{"variant": "CCAM", "seed": seed, "frames": 16, "families": {"first": family}}]}
 
 
-def _manifest(stills_where: str, train_questions: str, version: int = 4) -> dict:
-    return {"seed": 0, "num_train": 4000, "num_test": 1800, "version": version,
+def _manifest(stills_where: str, train_questions: str, version: int = 4, num_train: int = 4000) -> dict:
+    return {"seed": 0, "num_train": num_train, "num_test": 1800, "version": version,
             "stills_where": stills_where, "train_questions": train_questions}
 
 
@@ -48,6 +48,24 @@ def test_card_of_the_long_recipe_names_its_data_configs_and_seed(bundle_tool, ti
     seeded = " model.seed=1 optim.seed=1 data.seed=1"
     assert f"videoccam train synth-stills-where{seeded} && videoccam train synth-ccam-long{seeded}" in lines
     assert "--seeds 1 --stage1-config synth-stills-where --config synth-ccam-long` trains" in card.replace("\n", " ")
+
+
+def test_card_of_stage_1_on_a_smaller_folder_names_both_folders_and_the_overrides(bundle_tool, tiny_checkpoint,
+                                                                                  tmp_path):
+    results = {**_results("synth-stills-where", "synth-ccam-long", 1), "overrides": ["data.cache_frames=false"]}
+    card = (bundle_tool.write_bundle(tiny_checkpoint, results, "CCAM", tmp_path / "bundle",
+                                     _manifest("both", "all", num_train=60000),
+                                     _manifest("both", "all", num_train=12000)) / "README.md").read_text()
+    lines = card.splitlines()
+    synth = "--test 1800 --seed 0 --workers 2 --stills-where both"
+    assert f"videoccam synth --out data/synth-where --train 12000 {synth}" in lines
+    assert f"videoccam synth --out data/synth-where-60000 --train 60000 {synth}" in lines
+    seeded = " model.seed=1 optim.seed=1 data.seed=1"
+    assert (f"videoccam train synth-stills-where{seeded} && videoccam train synth-ccam-long{seeded} "
+            "data.cache_frames=false data.train=data/synth-where-60000/train.json") in lines
+    assert ("`videoccam ablate data.cache_frames=false --data data/synth-where-60000 --stage1-data data/synth-where "
+            "--out runs/ablate --seeds 1") in card.replace("\n", " ")
+    assert "(the stills of data/synth-where's 12000 clips)" in card
 
 
 def test_card_of_single_question_data(bundle_tool, tiny_checkpoint, tmp_path):

@@ -33,12 +33,12 @@ demo and server run out of the box; a real checkpoint is one `--model` flag away
 ## How it was made
 
 ```bash
-videoccam synth --out {data} --train {num_train} --test {num_test} --seed {data_seed} --workers 2{data_options}
+{synth}
 videoccam train {stage1}{seeded} && videoccam train {stage2}{seeded}{overrides}
 ```
 
-Stage 1 (`{stage1}`) learns perception on single frames, stage 2 (`{stage2}`) the clips'
-questions (docs/synthetic-world.md, "Training recipe"). `videoccam ablate --data {data} --out
+Stage 1 (`{stage1}`) learns perception on single frames{stills_note}, stage 2 (`{stage2}`) the clips'
+questions (docs/synthetic-world.md, "Training recipe"). `videoccam ablate{ablate_overrides} --data {clips}{stage1_data} --out
 runs/ablate --seeds {seed}{ablate_options}` trains this variant with the same configs and seed, next to the other
 four. Data seed {data_seed}; training seed {seed}; trained at 16 frames.
 
@@ -52,11 +52,23 @@ four. Data seed {data_seed}; training seed {seed}; trained at 16 frames.
 """
 
 
+def _synth_line(out: str, manifest: dict[str, Any]) -> str:
+    """The ``videoccam synth`` command that wrote the data of ``manifest`` (its manifest.json) to ``out``."""
+    # generator version 4 added train_questions ("all" by default); earlier data asked one question per clip
+    questions = manifest["train_questions"] if manifest["version"] >= 4 else "one"
+    options = "".join([f" --stills-where {manifest['stills_where']}" if manifest["stills_where"] != "side" else "",
+                       f" --train-questions {questions}" if questions != "all" else ""])
+    return (f"videoccam synth --out {out} --train {manifest['num_train']} --test {manifest['num_test']} "
+            f"--seed {manifest['seed']} --workers 2{options}")
+
+
 def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest: str | Path,
-                 manifest: dict[str, Any]) -> Path:
+                 manifest: dict[str, Any], stage1_manifest: dict[str, Any] | None = None) -> Path:
     """Copy the run's ``final`` folder to ``dest`` and write its README.md model card from ``results``
-    (a ``videoccam ablate`` results.json: the variant's accuracy and the two stages' configs) and
-    ``manifest`` (the data's manifest.json: seed, counts, what the stills and training clips ask)."""
+    (a ``videoccam ablate`` results.json: the variant's accuracy, the two stages' configs and the
+    overrides of every run) and ``manifest`` (the data's manifest.json: seed, counts, what the stills
+    and training clips ask). ``stage1_manifest``: the manifest of the ``--stage1-data`` folder when
+    stage 1 trained on another folder's stills than stage 2's clips."""
     stage1, stage2 = results["stage1_config"], results["config"]
     if stage1 is None:
         raise ValueError("the ablation trained no stage 1 (stage1_config is null): the card's two-stage "
@@ -80,20 +92,24 @@ def write_bundle(final: str | Path, results: dict[str, Any], variant: str, dest:
         rows.append(f"| {fam} | {'yes' if first['order_dependent'] else 'no'} | {100 * first['chance']:.0f} | "
                     + " | ".join(accuracy_cell(run["families"][fam]) for run in runs) + " |")
     params = sum(t.numel() for t in load_file(dest / "model.safetensors").values())
-    overrides = "".join(f" {o}" for o in VARIANTS[variant])
-    # generator version 4 added train_questions ("all" by default); earlier data asked one question per clip
-    questions = manifest["train_questions"] if manifest["version"] >= 4 else "one"
-    data_options = "".join([f" --stills-where {manifest['stills_where']}" if manifest["stills_where"] != "side" else "",
-                            f" --train-questions {questions}" if questions != "all" else ""])
+    ablate_overrides = "".join(f" {o}" for o in results["overrides"])
     ablate_options = "".join([f" --stage1-config {stage1}" if stage1 != STAGE1_CONFIG else "",
                               f" --config {stage2}" if stage2 != CONFIG else ""])
     # the folder the shipped stage-1 config reads its stills and tokenizer from (data/synth, data/synth-where)
     data = Path(load_config(resolve_config(stage1)).data.train).parent.as_posix()
+    if stage1_manifest is None:  # both stages on one folder
+        clips, synth, stage1_data, stills_note, clips_override = data, _synth_line(data, manifest), "", "", ""
+    else:  # stage 1 on data's stills, stage 2 on a larger clip set of the same world
+        clips = f"{data}-{manifest['num_train']}"
+        synth = f"{_synth_line(data, stage1_manifest)}\n{_synth_line(clips, manifest)}"
+        stage1_data, clips_override = f" --stage1-data {data}", f" data.train={clips}/train.json"
+        stills_note = f" (the stills of {data}'s {stage1_manifest['num_train']} clips)"
+    overrides = "".join(f" {o}" for o in [*VARIANTS[variant], *results["overrides"]]) + clips_override
     (dest / "README.md").write_text(CARD.format(
         variant=variant, params=params, queries=config["projector_config"]["num_query"],
-        vocab=config["text_config"]["vocab_size"], data_seed=manifest["seed"],
-        num_train=manifest["num_train"], num_test=manifest["num_test"], seed=runs[0]["seed"], data=data,
-        data_options=data_options, stage1=stage1, stage2=stage2, ablate_options=ablate_options,
+        vocab=config["text_config"]["vocab_size"], data_seed=manifest["seed"], seed=runs[0]["seed"],
+        synth=synth, clips=clips, stage1_data=stage1_data, stills_note=stills_note,
+        ablate_overrides=ablate_overrides, stage1=stage1, stage2=stage2, ablate_options=ablate_options,
         seeded="" if runs[0]["seed"] == 0 else "".join(f" {k}.seed={runs[0]['seed']}" for k in ("model", "optim", "data")),
         overrides=overrides, n=sum(e["n"] for e in runs[0]["families"].values()),
         frames_head=" | ".join(f"{f} frames" for f in frames), frames_rule="---|" * len(frames),
@@ -113,8 +129,12 @@ def main() -> None:
     results = json.loads((args.ablation / "results.json").read_text())
     final = args.ablation / f"seed{args.seed}" / variant_slug(args.variant) / "final"
     manifest = json.loads((Path(results["data"]) / "manifest.json").read_text())
+    # results.json of ablations before --stage1-data have no "stage1_data": stage 1 used "data"'s stills
+    stage1_data = Path(results.get("stage1_data", results["data"]))
+    stage1_manifest = (None if stage1_data == Path(results["data"])
+                       else json.loads((stage1_data / "manifest.json").read_text()))
     runs = {**results, "runs": [r for r in results["runs"] if r["seed"] == args.seed]}
-    print(write_bundle(final, runs, args.variant, args.dest, manifest))
+    print(write_bundle(final, runs, args.variant, args.dest, manifest, stage1_manifest))
 
 
 if __name__ == "__main__":

@@ -161,6 +161,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     summary = run_ablation(args.data, args.out, variants=variants, frames=args.frames, seeds=args.seeds,
                            config=args.config, overrides=args.overrides, limit=args.limit,
                            stage1_config=None if args.stage1_config == "none" else args.stage1_config,
+                           stage1_data=args.stage1_data,
                            workers=args.workers)
     print((Path(args.out) / "results.md").read_text(), end="")
     print(f"wall time {summary['wall_s'] / 60:.1f} min; results in {args.out}")
@@ -269,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--stage1-config", default=STAGE1_CONFIG,
                         help=f"stage-1 config, trained once per seed on stills.json (default {STAGE1_CONFIG}; "
                              "'none': train --config alone, which must then build its own model)")
+    ablate.add_argument("--stage1-data", help="the `videoccam synth` folder whose stills.json stage 1 trains on "
+                                              "(default --data)")
     ablate.add_argument("--limit", type=int, help="evaluate only the first N test questions")
     ablate.add_argument("--workers", type=int, default=2,
                         help="processes that decode, then train and evaluate variants side by side (default 2)")

@@ -135,14 +135,17 @@ def score(results: Sequence[dict[str, Any]]) -> dict[str, FamilyScore]:
 
 def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequence[str] = tuple(VARIANTS),
                  frames: Sequence[int] = (16, 32, 64), seeds: Sequence[int] = (0,), config: str = CONFIG,
-                 stage1_config: str | None = STAGE1_CONFIG, overrides: Sequence[str] = (),
-                 limit: int | None = None, workers: int = 2) -> dict[str, Any]:
+                 stage1_config: str | None = STAGE1_CONFIG, stage1_data: str | Path | None = None,
+                 overrides: Sequence[str] = (), limit: int | None = None, workers: int = 2) -> dict[str, Any]:
     """Train every variant (per seed) and evaluate it; write ``results.json`` and ``results.md``.
 
     With ``stage1_config`` (default: the ``synth-stills`` perception stage on ``stills.json``), stage 1
     is trained once per seed into ``out/seed<S>/stills`` and every variant's stage 2 (``config``)
     starts from it, so the variants differ only in their stage-2 options. ``overrides`` apply to both
     stages. ``stage1_config=None`` trains ``config`` alone (it must then build its own model).
+    ``stage1_data``: the ``videoccam synth`` folder whose ``stills.json`` and tokenizer stage 1 trains
+    on (default ``data_dir``), e.g. the same world's first 12000 clips while stage 2 trains on 60000:
+    the fixed stage-1 steps then see the same stills whatever the size of the clip set.
 
     ``workers`` processes decode the clips, then train and evaluate the variants side by side, each
     on ``torch.get_num_threads() // workers`` threads (a small model on a 2-core CPU gets more steps
@@ -153,12 +156,18 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     """
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    stills_dir = data_dir if stage1_data is None else Path(stage1_data)
+    if stage1_data is not None and stage1_config is None:
+        raise ValueError("stage1_data needs a stage 1, but stage1_config is None")
+    if stage1_config is not None and not (stills_dir / "stills.json").is_file():
+        raise FileNotFoundError(f"{stills_dir / 'stills.json'}: stage 1 ({stage1_config}) trains on it; "
+                                "make it with `videoccam synth`")
     out_dir.mkdir(parents=True, exist_ok=True)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     started = time.perf_counter()
-    tokenizer = f"model.tokenizer={data_dir / 'tokenizer'}"
+    tokenizer = f"model.tokenizer={stills_dir / 'tokenizer'}"
     clips = f"data.train={data_dir / 'train.json'}"
     base = load_config(resolve_config(config), [*([tokenizer] if stage1_config is None else []), clips, *overrides])
     if base.data.cache_frames:  # decode every clip once, in parallel, for all variants and frame counts
@@ -179,7 +188,7 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
         t0 = time.perf_counter()
         if not (stage1 / "final" / "config.json").is_file():
             run_in_child(_train, load_config(resolve_config(stage1_config), [
-                tokenizer, f"data.train={data_dir / 'stills.json'}", f"output.dir={stage1}", *seeded, *overrides]))
+                tokenizer, f"data.train={stills_dir / 'stills.json'}", f"output.dir={stage1}", *seeded, *overrides]))
         stage1_s[seed] = time.perf_counter() - t0
         source[seed] = [f"model.checkpoint={stage1 / 'final'}", *seeded]
     jobs = [VariantJob(name, seed, str(data_dir), str(out_dir / f"seed{seed}" / variant_slug(name)), config,
@@ -197,7 +206,8 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
             per_job = list(pool.map(run_variant, jobs[:side_by_side]))
     per_job += [run_in_child(run_variant, job) for job in jobs[side_by_side:]]  # a last odd job gets every thread
     runs = [run for job_runs in per_job for run in job_runs]
-    summary = {"data": str(data_dir), "config": config, "stage1_config": stage1_config,
+    summary = {"data": str(data_dir), "stage1_data": str(stills_dir), "config": config,
+               "stage1_config": stage1_config,
                "overrides": list(overrides), "seeds": list(seeds), "frames": list(frames),
                "stage1_s": stage1_s, "wall_s": time.perf_counter() - started, "runs": runs}
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
