@@ -202,3 +202,37 @@ def test_long_recipe_configs_differ_from_the_default_only_where_documented():
         "optim.max_steps": (None, 5000),
         "output.dir": ("runs/synth-ccam", "runs/synth-ccam-long"),
     }
+
+
+def test_the_variants_read_training_clips_from_the_cache_warmed_before_they_fork(world, tmp_path, monkeypatch):
+    """With cache_frames (the shipped configs) every training clip is decoded and resized once, before
+    the variants fork: their trainings decode none (the cache is shared copy on write)."""
+    import os
+
+    import videoccam.train
+    from videoccam.train import data
+    from videoccam.train.data import read_records
+
+    real_train, real_load, log = videoccam.train.train, data.load_video, tmp_path / "log"
+
+    def train_and_record(config, **kwargs):
+        with log.open("a") as f:
+            f.write(f"train {os.getpid()}\n")
+        return real_train(config, **kwargs)
+
+    def load_and_record(path, *args, **kwargs):
+        with log.open("a") as f:
+            f.write(f"decode {os.getpid()} {path}\n")
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(videoccam.train, "train", train_and_record)
+    monkeypatch.setattr(data, "load_video", load_and_record)
+    monkeypatch.setattr(data, "_RESIZED_CACHE", {})
+    run_ablation(world, tmp_path / "out", variants=["plain cross-attn", "CCAM"], frames=[16], workers=2,
+                 overrides=["optim.max_steps=3", "optim.micro_batch_size=4", "output.save_every=0"])
+    lines = [line.split(maxsplit=2) for line in log.read_text().splitlines() if line]
+    trainers = {pid for kind, pid, *_ in lines if kind == "train"}
+    train_clips = {str(world / r["video"]) for r in read_records(world / "train.json")}
+    decoded = [(pid, path) for kind, pid, *rest in lines if kind == "decode" for path in rest if path in train_clips]
+    assert len(trainers) == 3 and {path for _, path in decoded} == train_clips  # stage 1 and the pair
+    assert not [path for pid, path in decoded if pid in trainers]

@@ -27,6 +27,7 @@ from videoccam.train.data import (
     collate,
     read_records,
     record_to_conversation,
+    warm_pixel_cache,
 )
 
 Q = 8  # visual tokens per media item of the tiny processor
@@ -303,6 +304,45 @@ def test_cached_frames_give_the_same_samples_and_are_read_once(proc, media, tmp_
     again = LlavaDataset(path, proc, num_frames=4, sample="uniform", cache_frames=True)
     assert again[1] is not None and torch.equal(again[1].pixel_values, cached[1].pixel_values)
     assert plain[1] is None  # without the cache the missing clip is a skipped sample
+
+
+def test_the_pixel_cache_keeps_uint8_resized_frames_warmed_in_parallel(proc, tmp_path, monkeypatch):
+    from videoccam.train import data
+
+    for name in ("a.mp4", "b.mp4"):
+        write_test_video(tmp_path / name, num_frames=20, fps=10, size=(64, 48))
+    (tmp_path / "gone.mp4").write_bytes(b"not a video")
+    records = [{"video": name, "conversations": qa()} for name in ("a.mp4", "b.mp4", "gone.mp4")]
+    path = write_jsonl(tmp_path / "train.jsonl", records)
+    plain = LlavaDataset(path, proc, num_frames=5, sample="uniform")
+    want = [plain[i] for i in range(2)]
+    monkeypatch.setattr(data, "_RESIZED_CACHE", {})
+    monkeypatch.setattr(data, "_SPLIT_EXACT", {})
+    warm_pixel_cache([tmp_path / r["video"] for r in records], 5, "uniform", proc, workers=2)
+    size = proc.image_processor.size["height"]
+    stored = list(data._RESIZED_CACHE.values())
+    assert len(stored) == 2  # the broken clip is left out, for the dataset to report
+    assert all(s.dtype == np.uint8 and s.shape == (5, 3, size, size) for s in stored)  # a quarter of float32
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).unlink()  # from now on only the cache has them
+    cached = LlavaDataset(path, proc, num_frames=5, sample="uniform", cache_frames=True)
+    for i in range(2):
+        assert torch.equal(cached[i].pixel_values, want[i].pixel_values)  # bit for bit the processor's pixels
+    assert cached[2] is None and cached.skipped == {"decode": 1}
+
+
+def test_the_pixel_cache_keeps_float_pixels_when_its_uint8_split_is_not_exact(proc, media, monkeypatch):
+    from videoccam.train import data
+
+    monkeypatch.setattr(data, "_RESIZED_CACHE", {})
+    monkeypatch.setattr(data, "_SPLIT_EXACT", {})
+    finished = data._finished
+    monkeypatch.setattr(data, "_finished", lambda ip, resized: finished(ip, resized) + 1e-7)  # one ulp off
+    want = proc.preprocess_media([load_video(media / "clip.mp4", num_frames=4, sample="uniform").frames],
+                                 kinds=["video"])["pixel_values"]  # [4, 3, S, S]
+    got = data.cached_pixels(media / "clip.mp4", 4, "uniform", proc)
+    assert torch.equal(got, want) and list(data._SPLIT_EXACT.values()) == [False]
+    assert [s.dtype for s in data._RESIZED_CACHE.values()] == [np.float32]
 
 
 def test_a_collated_batch_trains_the_model(media):

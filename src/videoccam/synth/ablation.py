@@ -28,7 +28,7 @@ import torch
 
 from videoccam.configs import resolve_config
 from videoccam.train.config import load_config
-from videoccam.train.data import cached_frames, read_records, warm_frame_cache
+from videoccam.train.data import cached_frames, read_records, warm_frame_cache, warm_pixel_cache
 from videoccam.train.distributed import training_device
 
 logger = logging.getLogger(__name__)
@@ -170,13 +170,11 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     tokenizer = f"model.tokenizer={stills_dir / 'tokenizer'}"
     clips = f"data.train={data_dir / 'train.json'}"
     base = load_config(resolve_config(config), [*([tokenizer] if stage1_config is None else []), clips, *overrides])
-    if base.data.cache_frames:  # decode every clip once, in parallel, for all variants and frame counts
-        train_clips = [data_dir / r["video"] for r in read_records(data_dir / "train.json")]
-        warm_frame_cache(train_clips, base.data.num_frames, base.data.sample, workers=workers)
+    if base.data.cache_frames:  # decode every test clip once, in parallel, for all variants and frame counts
         test_clips = [data_dir / r["video"] for r in read_records(data_dir / "test.json")[:limit]]
         for num_frames in frames:
             warm_frame_cache(test_clips, num_frames, "uniform", workers=workers)
-        logger.info("decoded the clips in %.0f s", time.perf_counter() - started)
+        logger.info("decoded the test clips in %.0f s", time.perf_counter() - started)
     stage1_s: dict[int, float] = {}
     source: dict[int, list[str]] = {}
     for seed in seeds:
@@ -194,11 +192,18 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     jobs = [VariantJob(name, seed, str(data_dir), str(out_dir / f"seed{seed}" / variant_slug(name)), config,
                        [clips, *source[seed], *VARIANTS[name], *overrides], tuple(frames), limit)
             for seed in seeds for name in variants]
+    if base.data.cache_frames and jobs:  # decode and resize every training clip once, for all variants
+        t0 = time.perf_counter()
+        first = load_config(resolve_config(config), jobs[0].overrides)
+        processor = run_in_child(_processor, first)  # the variants' processor; no torch work in this process
+        train_clips = [data_dir / r["video"] for r in read_records(data_dir / "train.json")]
+        warm_pixel_cache(train_clips, first.data.num_frames, first.data.sample, processor, workers=workers)
+        logger.info("decoded and resized the training clips in %.0f s", time.perf_counter() - t0)
     side_by_side = len(jobs) // workers * workers if workers > 1 else 0
     per_job = []
     if side_by_side:
         # each worker trains and evaluates whole variants on its share of the cores; fork keeps the
-        # decoded-clip cache of this process (copy on write), so nothing is decoded twice
+        # clip caches of this process (copy on write), so nothing is decoded twice
         threads = max(1, torch.get_num_threads() // workers)
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
                                    initializer=torch.set_num_threads, initargs=(threads,))
@@ -232,6 +237,13 @@ def _train(config: Any) -> Path:
     from videoccam.train import train
 
     return train(config)
+
+
+def _processor(config: Any) -> Any:
+    """The processor that a training with ``config`` builds."""
+    from videoccam.train.build import build_model
+
+    return build_model(config.model, config.data.num_frames)[1]
 
 
 @dataclass(frozen=True)

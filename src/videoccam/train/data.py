@@ -359,52 +359,133 @@ def cached_frames(path: str | Path, num_frames: int, sample: str, video_kwargs: 
     return frames
 
 
-_PIXEL_CACHE: dict[tuple, torch.Tensor] = {}
+# what the pixel cache keeps of each clip, by cached_pixels key: the image processor's resize alone,
+# uint8 [T, 3, S, S] (``_resized``), or its float32 pixels where that split is not exact (``_compact``).
+# numpy, not torch: the ablation fills it in a process that forks its trainers later, and a process
+# that ran torch's OpenMP thread pool cannot safely fork one that uses it again.
+_RESIZED_CACHE: dict[tuple, np.ndarray] = {}
+# per image-processor setting: does rescale + normalise of the uint8 resize give its own pixels, bit for bit?
+_SPLIT_EXACT: dict[str, bool] = {}
+
+
+def _pixel_key(path: str | Path, num_frames: int, sample: str, kwargs: dict[str, Any], processor_key: str) -> tuple:
+    return (*_cache_key(path, num_frames, sample, kwargs), processor_key)
+
+
+def _pixels(image_processor: Any, frames: np.ndarray | list[np.ndarray], **options: Any) -> np.ndarray:
+    """``image_processor`` on ``frames`` (``[T, H, W, 3]``) with ``options``, stacked: ``[T, 3, S, S]``."""
+    return np.stack(image_processor(images=list(frames), **options)["pixel_values"])
+
+
+def _resized(image_processor: Any, frames: np.ndarray) -> np.ndarray:
+    """The image processor's resize alone: ``[T, 3, S, S]`` (uint8 for PIL backends)."""
+    return _pixels(image_processor, frames, do_rescale=False, do_normalize=False)
+
+
+def _finished(image_processor: Any, resized: np.ndarray) -> np.ndarray:
+    """Rescale and normalise of :func:`_resized` frames: the processor's float ``[T, 3, S, S]`` pixels."""
+    return _pixels(image_processor, resized.transpose(0, 2, 3, 1), do_resize=False)  # from [T, S, S, 3]
+
+
+def _compact(image_processor: Any, processor_key: str, frames: np.ndarray) -> np.ndarray:
+    """What the pixel cache keeps of one clip's frames (uint8 ``[T, H, W, 3]``): its uint8 resize
+    ``[T, 3, S, S]`` (a quarter of the float pixels) when finishing it gives the processor's own pixels
+    exactly, checked once per processor setting and process; otherwise the float pixels themselves."""
+    exact = _SPLIT_EXACT.get(processor_key)
+    if exact is False:
+        return _pixels(image_processor, frames)  # [T, 3, S, S]
+    resized = _resized(image_processor, frames)  # [T, 3, S, S]
+    if exact is None:
+        full = _pixels(image_processor, frames)  # [T, 3, S, S]
+        finished = _finished(image_processor, resized) if resized.dtype == np.uint8 else None
+        exact = finished is not None and finished.dtype == full.dtype and np.array_equal(finished, full)
+        _SPLIT_EXACT[processor_key] = exact
+        if not exact:
+            logger.info("pixel cache: this image processor's resize is not exact in uint8; caching float pixels")
+            return full
+    return resized
 
 
 def cached_pixels(path: str | Path, num_frames: int, sample: str, processor: VideoCCAMProcessor,
                   video_kwargs: dict[str, Any] | None = None, *, processor_key: str | None = None) -> torch.Tensor:
-    """``processor.preprocess_media`` of :func:`cached_frames` (``[T, 3, H, W]``), computed once per
-    process and image-processor setting, so later epochs skip resizing and normalising every frame.
+    """``processor.preprocess_media`` of the clip's frames (``[T, 3, H, W]``), exactly, decoded and
+    resized once per process and image-processor setting: the cache keeps the resized frames as
+    uint8 (:func:`warm_pixel_cache` fills it ahead, in parallel) and each call only rescales and
+    normalises them, so later epochs skip decoding and resizing every frame.
 
     ``processor_key``: ``processor.image_processor.to_json_string()``, for callers that compute it
     once instead of on every call.
     """
     kwargs = dict(video_kwargs or {})
+    image_processor = processor.image_processor
     if processor_key is None:
-        processor_key = processor.image_processor.to_json_string()
-    key = (*_cache_key(path, num_frames, sample, kwargs), processor_key)
-    pixels = _PIXEL_CACHE.get(key)
-    if pixels is None:
-        frames = cached_frames(path, num_frames, sample, kwargs)  # [T, H, W, 3]
-        pixels = processor.preprocess_media([frames], kinds=["video"])["pixel_values"]  # [T, 3, H, W]
-        _PIXEL_CACHE[key] = pixels
-    return pixels
+        processor_key = image_processor.to_json_string()
+    key = _pixel_key(path, num_frames, sample, kwargs, processor_key)
+    stored = _RESIZED_CACHE.get(key)
+    if stored is None:
+        frames = load_video(path, num_frames=num_frames, sample=sample, **kwargs).frames  # [T, H, W, 3]
+        stored = _RESIZED_CACHE[key] = _compact(image_processor, processor_key, frames)
+    pixels = _finished(image_processor, stored) if stored.dtype == np.uint8 else stored.copy()  # [T, 3, S, S]
+    return torch.from_numpy(pixels)
 
 
 def warm_frame_cache(paths: Sequence[str | Path], num_frames: int, sample: str,
                      video_kwargs: dict[str, Any] | None = None, workers: int = 2) -> None:
     """Decode ``paths`` into the :func:`cached_frames` cache with a process pool (clips that fail are
     left out: the dataset reports them when it loads them)."""
+    kwargs = dict(video_kwargs or {})
+    for path, frames in _pool_map(_decode_or_none, paths, num_frames, sample, kwargs, None, workers):
+        frames.setflags(write=False)
+        _FRAME_CACHE[_cache_key(path, num_frames, sample, kwargs)] = frames
+
+
+def warm_pixel_cache(paths: Sequence[str | Path], num_frames: int, sample: str, processor: VideoCCAMProcessor,
+                     video_kwargs: dict[str, Any] | None = None, workers: int = 2) -> None:
+    """Decode and resize ``paths`` into the :func:`cached_pixels` cache with a process pool, for the
+    training datasets (``cache_frames``) of this process and of the processes it forks later (clips
+    that fail are left out: the dataset reports them when it loads them)."""
+    kwargs = dict(video_kwargs or {})
+    image_processor = processor.image_processor
+    processor_key = image_processor.to_json_string()
+    paths = list(paths)
+    if paths and processor_key not in _SPLIT_EXACT:  # settle exactness here, once, not in every pool worker
+        try:
+            cached_pixels(paths[0], num_frames, sample, processor, kwargs, processor_key=processor_key)
+        except (MediaError, OSError):
+            pass  # each pool worker settles it on its first clip instead
+    for path, stored in _pool_map(_decode_or_none, paths, num_frames, sample, kwargs,
+                                  (image_processor, processor_key, _SPLIT_EXACT.get(processor_key)), workers):
+        _RESIZED_CACHE[_pixel_key(path, num_frames, sample, kwargs, processor_key)] = stored
+
+
+def _pool_map(fn: Callable[..., Any], paths: Sequence[str | Path], num_frames: int, sample: str,
+              kwargs: dict[str, Any], compact: tuple | None, workers: int) -> Iterator[tuple[str, Any]]:
+    """``(path, fn(path, ...))`` for each distinct path whose result is not ``None``, from a process pool."""
     from concurrent.futures import ProcessPoolExecutor
 
     todo = [str(p) for p in dict.fromkeys(map(str, paths))]
-    kwargs = dict(video_kwargs or {})
+    n = len(todo)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_decode_or_none, todo, [num_frames] * len(todo), [sample] * len(todo),
-                           [kwargs] * len(todo), chunksize=32)
-        for path, frames in zip(todo, results):
-            if frames is not None:
-                key = _cache_key(path, num_frames, sample, kwargs)
-                frames.setflags(write=False)
-                _FRAME_CACHE[key] = frames
+        results = pool.map(fn, todo, [num_frames] * n, [sample] * n, [kwargs] * n, [compact] * n, chunksize=32)
+        for path, result in zip(todo, results):
+            if result is not None:
+                yield path, result
 
 
-def _decode_or_none(path: str, num_frames: int, sample: str, kwargs: dict[str, Any]) -> np.ndarray | None:
+def _decode_or_none(path: str, num_frames: int, sample: str, kwargs: dict[str, Any],
+                    compact: tuple | None) -> np.ndarray | None:
+    """A clip's frames (``compact`` None) or what the pixel cache keeps of them (``compact``: the image
+    processor, its key and whether its split is exact); ``None`` when it cannot be decoded."""
     try:
-        return load_video(path, num_frames=num_frames, sample=sample, **kwargs).frames
+        frames = load_video(path, num_frames=num_frames, sample=sample, **kwargs).frames  # [T, H, W, 3]
     except (MediaError, OSError):
         return None
+    if compact is None:
+        return frames
+    image_processor, processor_key, exact = compact
+    if exact is not None:
+        _SPLIT_EXACT[processor_key] = exact  # the parent's verdict: a pool worker does not check again
+    return _compact(image_processor, processor_key, frames)
 
 
 class LlavaDataset(Dataset):
@@ -431,10 +512,12 @@ class LlavaDataset(Dataset):
         video_kwargs: further :func:`load_video` options (``size``, ``timeout``, ``fps``,
             ``max_frames``, ``backend``, ...); ``size``, ``timeout`` and ``backend`` apply to images too.
 
-    cache_frames: keep every video's decoded frames, and their preprocessed pixels, in memory, shared
-            by all datasets of the process (several runs in one process decode each clip once), for
-            small datasets trained several epochs with deterministic sampling. Memory per clip: frames
-            x (H x W x 3 bytes + 3 x S x S x 4 bytes) at the model's image size S.
+    cache_frames: keep every video's frames, resized by the image processor, in memory as uint8,
+            shared by all datasets of the process and the processes it forks later (several runs
+            decode each clip once; :func:`warm_pixel_cache` fills it in parallel), for datasets
+            trained several epochs with deterministic sampling; each sample then only rescales and
+            normalises them, giving the processor's pixels bit for bit (see :func:`cached_pixels`).
+            Memory per clip: frames x 3 x S x S bytes at the model's image size S.
 
     The epoch and the skip counters live in shared memory, so :meth:`set_epoch` in the main process
     reaches DataLoader workers, persistent ones included, and :attr:`skipped` sums all workers.
