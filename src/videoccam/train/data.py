@@ -425,6 +425,7 @@ def cached_pixels(path: str | Path, num_frames: int, sample: str, processor: Vid
     if stored is None:
         frames = load_video(path, num_frames=num_frames, sample=sample, **kwargs).frames  # [T, H, W, 3]
         stored = _RESIZED_CACHE[key] = _compact(image_processor, processor_key, frames)
+        stored.setflags(write=False)
     pixels = _finished(image_processor, stored) if stored.dtype == np.uint8 else stored.copy()  # [T, 3, S, S]
     return torch.from_numpy(pixels)
 
@@ -434,7 +435,7 @@ def warm_frame_cache(paths: Sequence[str | Path], num_frames: int, sample: str,
     """Decode ``paths`` into the :func:`cached_frames` cache with a process pool (clips that fail are
     left out: the dataset reports them when it loads them)."""
     kwargs = dict(video_kwargs or {})
-    for path, frames in _pool_map(_decode_or_none, paths, num_frames, sample, kwargs, None, workers):
+    for path, frames in _pool_map(paths, num_frames, sample, kwargs, None, workers):
         frames.setflags(write=False)
         _FRAME_CACHE[_cache_key(path, num_frames, sample, kwargs)] = frames
 
@@ -453,20 +454,21 @@ def warm_pixel_cache(paths: Sequence[str | Path], num_frames: int, sample: str, 
             cached_pixels(paths[0], num_frames, sample, processor, kwargs, processor_key=processor_key)
         except (MediaError, OSError):
             pass  # each pool worker settles it on its first clip instead
-    for path, stored in _pool_map(_decode_or_none, paths, num_frames, sample, kwargs,
-                                  (image_processor, processor_key, _SPLIT_EXACT.get(processor_key)), workers):
+    compact = (image_processor, processor_key, _SPLIT_EXACT.get(processor_key))
+    for path, stored in _pool_map(paths, num_frames, sample, kwargs, compact, workers):
+        stored.setflags(write=False)
         _RESIZED_CACHE[_pixel_key(path, num_frames, sample, kwargs, processor_key)] = stored
 
 
-def _pool_map(fn: Callable[..., Any], paths: Sequence[str | Path], num_frames: int, sample: str,
-              kwargs: dict[str, Any], compact: tuple | None, workers: int) -> Iterator[tuple[str, Any]]:
-    """``(path, fn(path, ...))`` for each distinct path whose result is not ``None``, from a process pool."""
+def _pool_map(paths: Sequence[str | Path], num_frames: int, sample: str, kwargs: dict[str, Any],
+              compact: tuple | None, workers: int) -> Iterator[tuple[str, np.ndarray]]:
+    """``(path, _decode_or_none(path, ...))`` for each distinct path that decodes, from a process pool."""
     from concurrent.futures import ProcessPoolExecutor
 
     todo = [str(p) for p in dict.fromkeys(map(str, paths))]
     n = len(todo)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(fn, todo, [num_frames] * n, [sample] * n, [kwargs] * n, [compact] * n, chunksize=32)
+        results = pool.map(_decode_or_none, todo, [num_frames] * n, [sample] * n, [kwargs] * n, [compact] * n, chunksize=32)
         for path, result in zip(todo, results):
             if result is not None:
                 yield path, result
