@@ -206,7 +206,8 @@ def test_long_recipe_configs_differ_from_the_default_only_where_documented():
 
 def test_the_variants_read_training_clips_from_the_cache_warmed_before_they_fork(world, tmp_path, monkeypatch):
     """With cache_frames (the shipped configs) every training clip is decoded and resized once, before
-    the variants fork: their trainings decode none (the cache is shared copy on write)."""
+    the variants fork: their trainings decode none (the cache is shared copy on write); when every
+    variant is trained already, none is decoded at all."""
     import os
 
     import videoccam.train
@@ -236,3 +237,7 @@ def test_the_variants_read_training_clips_from_the_cache_warmed_before_they_fork
     decoded = [(pid, path) for kind, pid, *rest in lines if kind == "decode" for path in rest if path in train_clips]
     assert len(trainers) == 3 and {path for _, path in decoded} == train_clips  # stage 1 and the pair
     assert not [path for pid, path in decoded if pid in trainers]
+    log.unlink()  # run again: every variant is trained already, so the training clips are not decoded
+    run_ablation(world, tmp_path / "out", variants=["plain cross-attn", "CCAM"], frames=[16], workers=2,
+                 overrides=["optim.max_steps=3", "optim.micro_batch_size=4", "output.save_every=0"])
+    assert not [line for line in log.read_text().splitlines() if line.split()[-1] in train_clips]

@@ -192,9 +192,10 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     jobs = [VariantJob(name, seed, str(data_dir), str(out_dir / f"seed{seed}" / variant_slug(name)), config,
                        [clips, *source[seed], *VARIANTS[name], *overrides], tuple(frames), limit)
             for seed in seeds for name in variants]
-    if base.data.cache_frames and jobs:  # decode and resize every training clip once, for all variants
+    to_train = [job for job in jobs if not job.trained()]
+    if base.data.cache_frames and to_train:  # decode and resize every training clip once, for all variants
         t0 = time.perf_counter()
-        first = load_config(resolve_config(config), jobs[0].overrides)
+        first = load_config(resolve_config(config), to_train[0].overrides)
         processor = run_in_child(_processor, first)  # the variants' processor; no torch work in this process
         train_clips = [data_dir / r["video"] for r in read_records(data_dir / "train.json")]
         warm_pixel_cache(train_clips, first.data.num_frames, first.data.sample, processor, workers=workers)
@@ -259,6 +260,10 @@ class VariantJob:
     frames: tuple[int, ...]
     limit: int | None
 
+    def trained(self) -> bool:
+        """Whether the variant's ``final`` model exists (it is then only evaluated)."""
+        return (Path(self.run_dir) / "final" / "config.json").is_file()
+
 
 def run_variant(job: VariantJob) -> list[dict[str, Any]]:
     """Train ``job``'s variant (unless its ``final`` model exists) and evaluate it at every frame count;
@@ -271,7 +276,7 @@ def run_variant(job: VariantJob) -> list[dict[str, Any]]:
     final = run_dir / "final"
     t0 = time.perf_counter()
     config = load_config(resolve_config(job.config), [*job.overrides, f"output.dir={run_dir}"])
-    if not (final / "config.json").is_file():  # a finished variant is not trained again
+    if not job.trained():  # a finished variant is not trained again
         train(config)
     train_s = time.perf_counter() - t0
     # scored where it trained
