@@ -31,11 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-import torch  # noqa: E402
+import torch
 
-from videoccam.synth import generate_dataset  # noqa: E402
-from videoccam.train import data  # noqa: E402
-from videoccam.train.data import LlavaDataset, read_records, warm_pixel_cache  # noqa: E402
+from videoccam.synth import generate_dataset
+from videoccam.train import data
+from videoccam.train.data import LlavaDataset, read_records, warm_pixel_cache
 
 
 def epoch_seconds(dataset: LlavaDataset) -> float:

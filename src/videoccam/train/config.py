@@ -63,7 +63,7 @@ class DataSettings:
     max_length: int | None = None  # samples with more tokens are skipped (counted)
     group_by_length: bool = True
     num_workers: int = 0
-    cache_frames: bool = False  # keep clips' resized uint8 frames in memory (deterministic sampling; docs/training-data.md)
+    cache_frames: bool = False  # keep clips' resized uint8 frames in memory (deterministic sampling only)
     seed: int = 0  # order of samples and random frame choice
 
 

@@ -468,7 +468,8 @@ def _pool_map(paths: Sequence[str | Path], num_frames: int, sample: str, kwargs:
     todo = [str(p) for p in dict.fromkeys(map(str, paths))]
     n = len(todo)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        results = pool.map(_decode_or_none, todo, [num_frames] * n, [sample] * n, [kwargs] * n, [compact] * n, chunksize=32)
+        results = pool.map(_decode_or_none, todo, [num_frames] * n, [sample] * n, [kwargs] * n, [compact] * n,
+                           chunksize=32)
         for path, result in zip(todo, results):
             if result is not None:
                 yield path, result
