@@ -232,6 +232,46 @@ def test_training_clips_ask_every_order_question_they_answer(tmp_path):
         generate_dataset("unused", num_train=1, num_test=0, train_questions="some")
 
 
+def test_turn_weights_weigh_the_named_families_answers_of_training_clips_only(tmp_path):
+    """Seed 0's first training clips (the literal turns above) with the motion families weighted 5:
+    exactly their answers carry ``"weight": 5.0``, wherever they come in the conversation; the rest of
+    every record, the test set, the stills and the clips are those of the unweighted dataset."""
+    plain, weighted = tmp_path / "plain", tmp_path / "weighted"
+    generate_dataset(plain, num_train=6, num_test=6, seed=0)
+    manifest = generate_dataset(weighted, num_train=6, num_test=6, seed=0,
+                                turn_weights={"direction": 5, "reverse": 5, "count": 1})
+    assert manifest["turn_weights"] == {"direction": 5.0, "reverse": 5.0, "count": 1.0}
+
+    def weights(record):
+        return [turn.get("weight") for turn in record["conversations"] if turn["from"] == "gpt"]
+
+    assert [weights(r) for r in records(weighted, "train")] == [
+        [None, None], [5.0], [None, None, None], [5.0], [None, 5.0], [None]]
+    for w, p in zip(records(weighted, "train"), records(plain, "train"), strict=True):
+        assert [{k: v for k, v in turn.items() if k != "weight"} for turn in w["conversations"]] == p["conversations"]
+        assert w["meta"] == p["meta"] and (weighted / w["video"]).read_bytes() == (plain / p["video"]).read_bytes()
+    assert records(weighted, "test") == records(plain, "test")
+    assert (weighted / "stills.json").read_text() == (plain / "stills.json").read_text()
+    assert "weight" not in (plain / "train.json").read_text()  # no turn_weights: no weight written
+
+    # the weights reach the processor's loss weights: 5 on the answer word, 1 on its end-of-turn marker
+    tokenizer = AutoTokenizer.from_pretrained(weighted / "tokenizer")
+    processor = make_tiny_processor(tokenizer, tiny_config(tokenizer))
+    record = records(weighted, "train")[4]  # colours, then direction (weighted)
+    conversation = [{"role": "user" if t["from"] == "human" else "assistant", "content": t["value"],
+                     **({"weight": t["weight"]} if "weight" in t else {})} for t in record["conversations"]]
+    batch = processor(conversation, [np.zeros((2, 64, 64, 3), dtype=np.uint8)], return_labels=True,
+                      add_generation_prompt=False)
+    labelled = batch["labels"][0] != IGNORE_INDEX
+    assert batch["loss_weights"][0][labelled].tolist() == [1.0] * 6 + [5.0, 1.0]  # "green and red and white", "right"
+
+    for bad, match in (({"where": 2}, "unknown families"), ({"after": -1}, r"turn_weights\['after'\]"),
+                       ({"after": float("nan")}, r"turn_weights\['after'\]")):
+        with pytest.raises(ValueError, match=match):
+            generate_dataset(tmp_path / "bad", num_train=1, num_test=0, turn_weights=bad)
+    assert not (tmp_path / "bad").exists()  # checked before anything is written
+
+
 def test_answers_are_balanced():
     for family in FAMILIES:
         values = ANSWERS[family]
@@ -370,6 +410,14 @@ def test_cli_synth(tmp_path):
                  "--train-questions", "one"]) == 0
     assert all(len(r["conversations"]) == 2 for r in records(tmp_path / "one", "train"))
     assert len(AutoTokenizer.from_pretrained(where / "tokenizer")) == 49
+    weighted = tmp_path / "weighted"
+    assert main(["synth", "--out", str(weighted), "--train", "2", "--test", "0", "--seed", "0",
+                 "--turn-weight", "direction=5", "--turn-weight", "reverse=2.5"]) == 0
+    assert json.loads((weighted / "manifest.json").read_text())["turn_weights"] == {"direction": 5.0, "reverse": 2.5}
+    assert [t.get("weight") for t in records(weighted, "train")[1]["conversations"]] == [None, 5.0]
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--turn-weight", "where=5"]) == 2
+    with pytest.raises(SystemExit):  # not FAMILY=W: argparse's usage error
+        main(["synth", "--out", str(tmp_path / "bad"), "--turn-weight", "direction"])
     assert any(t.get("weight") == 10.0 for s in json.loads((where / "stills.json").read_text())
                for t in s["conversations"])
 

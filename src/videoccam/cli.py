@@ -148,9 +148,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     config = WorldConfig.from_frames(size=args.size, num_frames=args.frames, num_beats=args.beats, fps=args.fps)
     generate_dataset(args.out, args.train, args.test, args.seed, config=config, families=args.families,
-                     workers=args.workers, stills_where=args.stills_where, train_questions=args.train_questions)
+                     workers=args.workers, stills_where=args.stills_where, train_questions=args.train_questions,
+                     turn_weights=dict(args.turn_weight))
     print(args.out)
     return 0
+
+
+def _family_weight(text: str) -> tuple[str, float]:
+    """One ``--turn-weight FAMILY=W`` as ``(family, W)``; the generator checks the family and the weight."""
+    family, _, weight = text.partition("=")
+    try:
+        return family, float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FAMILY=W, e.g. direction=5") from None
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -256,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="what a training clip asks: 'all' (default: its own question, then every other "
                             "order question its scene answers) or 'one' (its own question only); test clips "
                             "always ask one")
+    synth.add_argument("--turn-weight", action="append", default=[], type=_family_weight, metavar="FAMILY=W",
+                       help="loss weight W of the training clips' answers of FAMILY (repeatable; default 1, "
+                            "no weight written), e.g. --turn-weight direction=5 --turn-weight reverse=5; "
+                            "optim.turn_weight_ratio sets for how many steps weights act")
     synth.set_defaults(func=cmd_synth)
 
     from videoccam.synth.ablation import CONFIG, STAGE1_CONFIG, VARIANTS

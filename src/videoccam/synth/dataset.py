@@ -6,6 +6,7 @@ Layout of ``generate_dataset(out_dir, ...)``::
     out_dir/videos/test/test_000000.mp4 ...
     out_dir/train.json, out_dir/test.json        LLaVA format; "video" paths are relative to out_dir; a
                                                  training clip asks every order question it answers
+                                                 (answers weighted by family with turn_weights)
     out_dir/stills/train/train_000000_beat03.png  single beats of the training clips (PNG)
     out_dir/stills.json                          their perception questions (stage 1; videoccam.synth.stills)
     out_dir/tokenizer/                           build_tokenizer(stills_where).save_pretrained(...)
@@ -27,7 +28,7 @@ import os
 import time
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from videoccam.processing.processor import check_turn_weight
 from videoccam.processing.video_synth import write_video
 from videoccam.synth.families import ANSWERS, FAMILIES, QUESTIONS, Sample, make_sample, order_questions
 from videoccam.synth.stills import check_where, make_stills, still_record
@@ -113,19 +115,33 @@ def extra_turns(sample: Sample, seed: int, split: str, index: int) -> list[tuple
     return [turns[int(i)] for i in np.random.default_rng(stream).permutation(len(turns))]
 
 
+def check_turn_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """``weights`` as ``{family: float}``; a ValueError naming ``turn_weights`` for an unknown family or a
+    weight that is not a finite number >= 0."""
+    unknown = [f for f in weights if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"turn_weights: unknown families {unknown}; known: {list(FAMILIES)}")
+    return {family: check_turn_weight(weight, "assistant", f"turn_weights[{family!r}]")
+            for family, weight in weights.items()}
+
+
 def _record(sample: Sample, sample_id: str, video: str, own_seed: int,
-            extra: Sequence[tuple[str, str, str]] = ()) -> dict[str, Any]:
+            extra: Sequence[tuple[str, str, str]] = (), weights: Mapping[str, float] | None = None
+            ) -> dict[str, Any]:
     """The LLaVA-format JSON entry of one sample; ``extra`` turns follow its own question.
 
     ``meta.family`` and ``meta.answer`` describe the first turn (the sample's own question);
-    ``meta.families`` lists the family of every turn.
+    ``meta.families`` lists the family of every turn. An answer whose family has a weight other than
+    1 in ``weights`` carries it as ``"weight"`` (the data format's per-turn loss weight).
     """
-    conversations = [
-        {"from": "human", "value": f"<video>\n{sample.question}"},
-        {"from": "gpt", "value": sample.answer},
-    ]
-    for _, question, answer in extra:
-        conversations += [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
+    turns = [(sample.family, sample.question, sample.answer), *extra]
+    conversations = []
+    for k, (family, question, answer) in enumerate(turns):
+        conversations += [{"from": "human", "value": f"<video>\n{question}" if k == 0 else question},
+                          {"from": "gpt", "value": answer}]
+        weight = (weights or {}).get(family, 1.0)
+        if weight != 1.0:
+            conversations[-1]["weight"] = weight
     return {
         "id": sample_id,
         "video": video,
@@ -141,13 +157,13 @@ def _record(sample: Sample, sample_id: str, video: str, own_seed: int,
     }
 
 
-def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig, str, str]
+def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig, str, str, dict[str, float]]
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Generate, encode and describe a chunk of samples of one split (runs in worker processes).
 
     Returns the clips' records and, for the train split, the records of their stills.
     """
-    out_dir, seed, split, indices, families, config, where, questions = job
+    out_dir, seed, split, indices, families, config, where, questions, turn_weights = job
     records, stills = [], []
     if split == "train":
         (out_dir / "stills" / split).mkdir(parents=True, exist_ok=True)
@@ -157,7 +173,7 @@ def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldC
         video = f"videos/{split}/{sample_id}.mp4"
         write_clip(out_dir / video, sample)
         extra = extra_turns(sample, seed, split, index) if split == "train" and questions == "all" else []
-        records.append(_record(sample, sample_id, video, own_seed, extra))
+        records.append(_record(sample, sample_id, video, own_seed, extra, turn_weights if split == "train" else None))
         if split == "train":
             beats = sample.clip.render_beats()  # [beats, H, W, 3]
             for still in make_stills(sample, own_seed, where=where):
@@ -178,6 +194,7 @@ def generate_dataset(
     workers: int = 1,
     stills_where: str = "side",
     train_questions: str = "all",
+    turn_weights: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """Write the synthetic benchmark to ``out_dir`` (see the module docstring for the layout).
 
@@ -196,6 +213,10 @@ def generate_dataset(
             question its scene answers (:func:`extra_turns`; e.g. a ``first`` clip also asks what
             flashed right after its earlier flash), as one multi-turn conversation; ``"one"``: its
             own question only. Test clips always ask one question; the clips and stills are the same.
+        turn_weights: Loss weight of the training clips' answers by family, e.g. ``{"direction": 5,
+            "reverse": 5}`` (written as the answers' ``"weight"``; families left out weigh 1, and
+            with the default ``None`` no answer carries a weight). Test clips and stills are not
+            weighted. A config's ``optim.turn_weight_ratio`` says for how many steps they act.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -211,13 +232,14 @@ def generate_dataset(
         raise ValueError(f"workers must be >= 1, got {workers}")
     check_where(stills_where, "stills_where")
     check_train_questions(train_questions)
+    weights = check_turn_weights(turn_weights or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {"train": num_train, "test": num_test}
     chunk = 50
     jobs = [
         (out_dir, seed, split, list(range(start, min(start + chunk, counts[split]))), families, config, stills_where,
-         train_questions)
+         train_questions, weights)
         for split in SPLITS for start in range(0, counts[split], chunk)
     ]
     started = time.perf_counter()
@@ -242,6 +264,7 @@ def generate_dataset(
         "num_stills": len(stills),
         "stills_where": stills_where,
         "train_questions": train_questions,
+        "turn_weights": weights,
         "size": config.size,
         "frames": config.num_frames,
         "beats": config.num_beats,
