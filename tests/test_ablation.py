@@ -200,6 +200,7 @@ def test_long_recipe_configs_differ_from_the_default_only_where_documented():
         "data.train": ("data/synth/train.json", "data/synth-where/train.json"),
         "optim.epochs": (10, 1),
         "optim.max_steps": (None, 5000),
+        "optim.turn_weight_ratio": (1.0, 0.3),  # for data with weights (videoccam synth --turn-weight)
         "output.dir": ("runs/synth-ccam", "runs/synth-ccam-long"),
     }
 
