@@ -25,8 +25,8 @@ from videoccam.train.build import apply_stage, build_model
 from videoccam.train.config import TrainConfig
 from videoccam.train.distributed import compile_blocks
 
-# PYTHONFAULTHANDLER: a worker killed by a signal prints every thread's Python stack, to locate the rare
-# SIGABRT ("terminate called without an active exception") seen at the end of two-process gloo runs
+# PYTHONFAULTHANDLER: a worker killed by a signal prints every thread's Python stack; it located the SIGABRT
+# at the end of two-process gloo runs (no Python frame: interpreter shutdown, see teardown_distributed)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
        "PYTHONWARNINGS": "ignore", "PYTHONFAULTHANDLER": "1"}
 
