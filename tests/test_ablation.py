@@ -12,7 +12,14 @@ from safetensors.torch import load_file
 
 from videoccam.cli import main
 from videoccam.synth import generate_dataset
-from videoccam.synth.ablation import VARIANTS, markdown_table, run_ablation, score, wilson_interval
+from videoccam.synth.ablation import (
+    VARIANTS,
+    builds_the_model,
+    markdown_table,
+    run_ablation,
+    score,
+    wilson_interval,
+)
 
 
 def test_wilson_interval_literal_values():
@@ -122,6 +129,26 @@ def test_stage1_trains_on_the_stills_of_stage1_data(world, tmp_path):
         run_ablation(world, tmp_path / "none", stage1_data=tmp_path / "missing")
     with pytest.raises(ValueError, match="stage1_config"):
         run_ablation(world, tmp_path / "none", stage1_config=None, stage1_data=small)
+
+
+def test_overrides_that_shape_the_model_go_to_the_stage_that_builds_it(world, tmp_path):
+    """A deeper LLM or fewer queries for the whole ablation: stage 1 builds the model with them and every
+    variant starts from it; stage 2, which starts from a checkpoint (and refuses them), is not given them."""
+    assert [builds_the_model(o) for o in ("model.text_config.num_hidden_layers=4", "model.vision_config.hidden_size=8",
+                                          "model.projector.num_query=8", "model.projector.mask=none",
+                                          "model.temporal_rope=tc", "optim.max_steps=1")] == [
+        True, True, True, False, False, False]
+    out = tmp_path / "ablate"
+    assert main(["ablate", "optim.max_steps=1", "optim.micro_batch_size=4", "output.save_every=0",
+                 "model.text_config.num_hidden_layers=2", "model.projector.num_query=8",
+                 "--data", str(world), "--out", str(out), "--variants", "CCAM", "--frames", "16", "--limit", "2"]) == 0
+    stage1 = yaml.safe_load((out / "seed0" / "stills" / "config.yaml").read_text())["model"]
+    assert stage1["text_config"]["num_hidden_layers"] == 2 and stage1["projector"]["num_query"] == 8
+    stage2 = yaml.safe_load((out / "seed0" / "ccam" / "config.yaml").read_text())
+    assert stage2["model"]["text_config"] == {} and stage2["model"]["projector"] == {}
+    assert stage2["optim"]["max_steps"] == 1  # the other overrides still reach stage 2
+    built = json.loads((out / "seed0" / "ccam" / "final" / "config.json").read_text())
+    assert built["text_config"]["num_hidden_layers"] == 2 and built["projector_config"]["num_query"] == 8
 
 
 def test_variants_trained_side_by_side_equal_one_at_a_time(world, tmp_path):

@@ -462,8 +462,16 @@ def test_a_checkpoint_can_continue_with_plain_cross_attention(dataset, tmp_path,
     assert first_token["ccam"] == 0.0 and first_token["none"] > 1e-4
     with pytest.raises(ConfigError, match=r"model\.projector\.num_query"):
         load_config(resolve_config("tiny-instruct"), [
-            "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", f"model.checkpoint={final}",
-            "model.projector={num_query: 4}"])
+            "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", "model.vision_config={}",
+            "model.text_config={}", f"model.checkpoint={final}", "model.projector={num_query: 4}"])
+    # backbone configs would be ignored by a checkpoint (tiny-instruct builds from scratch with both)
+    with pytest.raises(ConfigError, match=r"model\.vision_config\.hidden_size: a checkpoint keeps"):
+        load_config(resolve_config("tiny-instruct"), [
+            "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", f"model.checkpoint={final}"])
+    with pytest.raises(ConfigError, match=r"model\.text_config\.num_hidden_layers: a checkpoint keeps"):
+        load_config(resolve_config("tiny-instruct"), [
+            "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", "model.vision_config={}",
+            "model.text_config={num_hidden_layers: 4}", f"model.checkpoint={final}"])
     with pytest.raises(ConfigError, match="mask"):
         build_model(load_config(resolve_config("tiny-instruct"), [
             "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", "model.vision_config={}",

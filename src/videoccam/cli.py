@@ -289,7 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--limit", type=int, help="evaluate only the first N test questions")
     ablate.add_argument("--workers", type=int, default=2,
                         help="processes that decode, then train and evaluate variants side by side (default 2)")
-    ablate.add_argument("overrides", nargs="*", help="config overrides for every variant, e.g. optim.epochs=2")
+    ablate.add_argument("overrides", nargs="*", help="config overrides for every variant, e.g. optim.epochs=2; those that shape "
+                        "the model (model.text_config.*, model.vision_config.*, model.projector.num_query, ...) "
+                        "go to stage 1, which builds it")
     ablate.set_defaults(func=cmd_ablate)
     return parser
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import torch
 
 from videoccam.configs import resolve_config
-from videoccam.train.config import load_config
+from videoccam.train.config import PROJECTOR_CHECKPOINT_OPTIONS, load_config
 from videoccam.train.data import cached_frames, read_records, warm_frame_cache, warm_pixel_cache
 from videoccam.train.distributed import training_device
 
@@ -133,6 +133,16 @@ def score(results: Sequence[dict[str, Any]]) -> dict[str, FamilyScore]:
     }
 
 
+def builds_the_model(override: str) -> bool:
+    """Whether ``override`` (``key=value``) shapes a model that a stage builds, which a stage starting
+    from a checkpoint keeps (and refuses to be told): ``model.vision_config.*``, ``model.text_config.*``
+    and the projector's shape fields (``model.projector.num_query``, not ``...mask``)."""
+    keys = override.split("=", 1)[0].strip().split(".")  # e.g. ["model", "text_config", "num_hidden_layers"]
+    if keys[:2] in (["model", "vision_config"], ["model", "text_config"]):
+        return True
+    return keys[:2] == ["model", "projector"] and len(keys) > 2 and keys[2] not in PROJECTOR_CHECKPOINT_OPTIONS
+
+
 def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequence[str] = tuple(VARIANTS),
                  frames: Sequence[int] = (16, 32, 64), seeds: Sequence[int] = (0,), config: str = CONFIG,
                  stage1_config: str | None = STAGE1_CONFIG, stage1_data: str | Path | None = None,
@@ -142,7 +152,10 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     With ``stage1_config`` (default: the ``synth-stills`` perception stage on ``stills.json``), stage 1
     is trained once per seed into ``out/seed<S>/stills`` and every variant's stage 2 (``config``)
     starts from it, so the variants differ only in their stage-2 options. ``overrides`` apply to both
-    stages. ``stage1_config=None`` trains ``config`` alone (it must then build its own model).
+    stages, except those that shape the model (:func:`builds_the_model`, e.g.
+    ``model.text_config.num_hidden_layers=4``), which go to the stage that builds it: stage 1, whose
+    model every variant then starts from. ``stage1_config=None`` trains ``config`` alone (it must
+    then build its own model, and takes every override).
     ``stage1_data``: the ``videoccam synth`` folder whose ``stills.json`` and tokenizer stage 1 trains
     on (default ``data_dir``), e.g. the same world's first 12000 clips while stage 2 trains on 60000:
     the fixed stage-1 steps then see the same stills whatever the size of the clip set.
@@ -169,7 +182,9 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     started = time.perf_counter()
     tokenizer = f"model.tokenizer={stills_dir / 'tokenizer'}"
     clips = f"data.train={data_dir / 'train.json'}"
-    base = load_config(resolve_config(config), [*([tokenizer] if stage1_config is None else []), clips, *overrides])
+    stage2_overrides = [o for o in overrides if stage1_config is None or not builds_the_model(o)]
+    base = load_config(resolve_config(config),
+                       [*([tokenizer] if stage1_config is None else []), clips, *stage2_overrides])
     if base.data.cache_frames:  # decode every test clip once, in parallel, for all variants and frame counts
         test_clips = [data_dir / r["video"] for r in read_records(data_dir / "test.json")[:limit]]
         for num_frames in frames:
@@ -190,7 +205,7 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
         stage1_s[seed] = time.perf_counter() - t0
         source[seed] = [f"model.checkpoint={stage1 / 'final'}", *seeded]
     jobs = [VariantJob(name, seed, str(data_dir), str(out_dir / f"seed{seed}" / variant_slug(name)), config,
-                       [clips, *source[seed], *VARIANTS[name], *overrides], tuple(frames), limit)
+                       [clips, *source[seed], *VARIANTS[name], *stage2_overrides], tuple(frames), limit)
             for seed in seeds for name in variants]
     to_train = [job for job in jobs if not job.trained()]
     if base.data.cache_frames and to_train:  # decode and resize every training clip once, for all variants

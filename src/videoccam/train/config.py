@@ -152,6 +152,11 @@ class TrainConfig:
         if m.checkpoint is None and not m.from_scratch and (m.vision is None or m.llm is None):
             raise ConfigError("model: give model.checkpoint, or both model.vision and model.llm (or model.from_scratch)")
         if m.checkpoint is not None:
+            for key, backbone in (("vision_config", m.vision_config), ("text_config", m.text_config)):
+                if backbone:
+                    raise ConfigError(f"model.{key}.{min(backbone)}: a checkpoint keeps its backbones' "
+                                      f"configs; model.{key} only applies when building from model.vision / "
+                                      "model.llm or from_scratch")
             fixed = sorted(set(m.projector) - set(PROJECTOR_CHECKPOINT_OPTIONS))
             if fixed:
                 raise ConfigError(f"model.projector.{fixed[0]}: a checkpoint's projector keeps its architecture; "
