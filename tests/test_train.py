@@ -340,6 +340,25 @@ def test_max_steps_equal_to_whole_epochs_trains_what_the_epochs_train(dataset, t
     assert [r["lr"] for r in runs["short"]] != [r["lr"] for r in runs["epochs"]][:6]
 
 
+def test_warmup_stable_decay_takes_its_decay_steps_from_schedule_kwargs(dataset, tmp_path):
+    """optim.schedule_kwargs reaches the schedule: 8 steps = 2 of warm-up, 4 stable at optim.lr, 2 of
+    cosine decay. Without num_decay_steps, or with a schedule the trainer cannot step, a ConfigError."""
+    config = _config(dataset, tmp_path / "wsd", "tiny-instruct", "optim.max_steps=8", "optim.micro_batch_size=2",
+                     "optim.lr=0.01", "optim.warmup_ratio=0.25", "optim.schedule=warmup_stable_decay",
+                     "optim.schedule_kwargs={num_decay_steps: 2}")
+    train(config)
+    lrs = [r["lr"] for r in _step_records(tmp_path / "wsd")]  # the lr each step used
+    assert lrs == pytest.approx([0.0, 0.005, 0.01, 0.01, 0.01, 0.01, 0.01, 0.005])
+    with pytest.raises(ConfigError, match=r"optim.schedule=warmup_stable_decay with optim.schedule_kwargs=\{\}: "
+                                          r".*num_decay_steps"):
+        train(_config(dataset, tmp_path / "bare", "tiny-instruct", "optim.max_steps=1",
+                      "optim.schedule=warmup_stable_decay"))
+    with pytest.raises(ConfigError, match="optim.schedule=reduce_lr_on_plateau: the trainer steps"):
+        _config(dataset, tmp_path / "plateau", "tiny-instruct", "optim.schedule=reduce_lr_on_plateau")
+    with pytest.raises(ConfigError, match="optim.schedule='cosinus': unknown; known: linear, cosine"):
+        _config(dataset, tmp_path / "typo", "tiny-instruct", "optim.schedule=cosinus")
+
+
 def test_turn_weight_ratio_out_of_range_is_a_config_error(dataset, tmp_path):
     with pytest.raises(ConfigError, match=r"optim.turn_weight_ratio must be in \[0, 1\], got 1.5"):
         _config(dataset, tmp_path / "run", "tiny-instruct", "optim.turn_weight_ratio=1.5")

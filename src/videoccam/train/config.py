@@ -17,9 +17,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from transformers import SchedulerType
 
 from videoccam.errors import ConfigError
 
+# learning-rate schedules (transformers.SchedulerType values) that step on a metric, not on optimizer steps
+METRIC_SCHEDULES = ("reduce_lr_on_plateau", "greedy")
+STEP_SCHEDULES = tuple(s.value for s in SchedulerType if s.value not in METRIC_SCHEDULES)
 # projector config fields that a checkpoint's projector can change without touching its weights
 PROJECTOR_CHECKPOINT_OPTIONS: tuple[str, ...] = ("mask", "causal_query_self_attention")
 
@@ -101,7 +105,10 @@ class OptimSettings:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    schedule: str = "cosine"  # any transformers.get_scheduler name: cosine, linear, constant_with_warmup, ...
+    schedule: str = "cosine"  # a transformers.get_scheduler name stepped per step: cosine, linear, constant_with_warmup, ...
+    # the schedule's own arguments (get_scheduler's scheduler_specific_kwargs), e.g.
+    # {num_decay_steps: 1000} for warmup_stable_decay
+    schedule_kwargs: dict[str, Any] = field(default_factory=dict)
     warmup_ratio: float = 0.03
     epochs: int = 1
     max_steps: int | None = None  # optimizer steps; overrides epochs
@@ -175,6 +182,11 @@ class TrainConfig:
                 raise ConfigError(f"optim.{key} must be >= 1, got {getattr(self.optim, key)}")
         if self.optim.max_steps is not None and self.optim.max_steps < 1:
             raise ConfigError(f"optim.max_steps must be >= 1, got {self.optim.max_steps}")
+        if self.optim.schedule in METRIC_SCHEDULES:
+            raise ConfigError(f"optim.schedule={self.optim.schedule}: the trainer steps its schedule every optimizer "
+                              "step, without a metric; pick a step schedule (cosine, linear, warmup_stable_decay, ...)")
+        if self.optim.schedule not in STEP_SCHEDULES:
+            raise ConfigError(f"optim.schedule={self.optim.schedule!r}: unknown; known: {', '.join(STEP_SCHEDULES)}")
         if not 0.0 <= self.optim.turn_weight_ratio <= 1.0:
             raise ConfigError(f"optim.turn_weight_ratio must be in [0, 1], got {self.optim.turn_weight_ratio}")
         if not 0.0 <= self.optim.warmup_ratio < 1.0:

@@ -238,8 +238,11 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
     wrapped = wrap_model(model, config.engine, ctx)
     torch.manual_seed(opt.seed)
     optimizer = torch.optim.AdamW(_param_groups(wrapped, opt.weight_decay), lr=opt.lr, betas=opt.betas, eps=opt.eps)
-    scheduler = get_scheduler(opt.schedule, optimizer, num_warmup_steps=math.ceil(opt.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    try:
+        scheduler = get_scheduler(opt.schedule, optimizer, num_warmup_steps=math.ceil(opt.warmup_ratio * total_steps),
+                                  num_training_steps=total_steps, scheduler_specific_kwargs=opt.schedule_kwargs)
+    except (TypeError, ValueError) as err:  # e.g. warmup_stable_decay without num_decay_steps
+        raise ConfigError(f"optim.schedule={opt.schedule} with optim.schedule_kwargs={opt.schedule_kwargs}: {err}") from err
     weighted_steps = math.ceil(opt.turn_weight_ratio * total_steps)  # steps that use the turn weights
     state = TrainState()
     saved_rng = None
