@@ -125,8 +125,14 @@ def test_stage1_trains_on_the_stills_of_stage1_data(world, tmp_path):
     assert stage2["data"]["train"] == str(world / "train.json")
     summary = json.loads((out / "results.json").read_text())
     assert (summary["data"], summary["stage1_data"]) == (str(world), str(small))
-    with pytest.raises(FileNotFoundError, match="stills.json"):
+    with pytest.raises(FileNotFoundError, match=r"stills.json: stage 1 \(synth-stills\) of seeds \[0\]"):
         run_ablation(world, tmp_path / "none", stage1_data=tmp_path / "missing")
+    # a seed whose stage 1 is in --out needs no stills: seed 0 is reused (and CCAM scored again)
+    again = run_ablation(world, out, stage1_data=tmp_path / "missing", variants=["CCAM"], frames=[16], limit=2,
+                         overrides=["optim.max_steps=1", "optim.micro_batch_size=4", "output.save_every=0"])
+    assert again["runs"][0]["families"] == summary["runs"][0]["families"]
+    with pytest.raises(FileNotFoundError, match=r"of seeds \[1\]"):
+        run_ablation(world, out, stage1_data=tmp_path / "missing", seeds=[0, 1])
     with pytest.raises(ValueError, match="stage1_config"):
         run_ablation(world, tmp_path / "none", stage1_config=None, stage1_data=small)
 

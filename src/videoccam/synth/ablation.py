@@ -150,8 +150,9 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     """Train every variant (per seed) and evaluate it; write ``results.json`` and ``results.md``.
 
     With ``stage1_config`` (default: the ``synth-stills`` perception stage on ``stills.json``), stage 1
-    is trained once per seed into ``out/seed<S>/stills`` and every variant's stage 2 (``config``)
-    starts from it, so the variants differ only in their stage-2 options. ``overrides`` apply to both
+    is trained once per seed into ``out/seed<S>/stills`` (an existing one is reused, and ``stills.json``
+    is then not needed) and every variant's stage 2 (``config``) starts from it, so the variants differ
+    only in their stage-2 options. ``overrides`` apply to both
     stages, except those that shape the model (:func:`builds_the_model`, e.g.
     ``model.text_config.num_hidden_layers=4``), which go to the stage that builds it: stage 1, whose
     model every variant then starts from. ``stage1_config=None`` trains ``config`` alone (it must
@@ -172,9 +173,10 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     stills_dir = data_dir if stage1_data is None else Path(stage1_data)
     if stage1_data is not None and stage1_config is None:
         raise ValueError("stage1_data needs a stage 1, but stage1_config is None")
-    if stage1_config is not None and not (stills_dir / "stills.json").is_file():
-        raise FileNotFoundError(f"{stills_dir / 'stills.json'}: stage 1 ({stage1_config}) trains on it; "
-                                "make it with `videoccam synth`")
+    untrained = [seed for seed in seeds if not (stage1_final(out_dir, seed) / "config.json").is_file()]
+    if stage1_config is not None and untrained and not (stills_dir / "stills.json").is_file():
+        raise FileNotFoundError(f"{stills_dir / 'stills.json'}: stage 1 ({stage1_config}) of seeds {untrained} "
+                                "trains on it; make it with `videoccam synth`")
     out_dir.mkdir(parents=True, exist_ok=True)
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -197,13 +199,14 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
         if stage1_config is None:
             source[seed] = [tokenizer, *seeded]
             continue
-        stage1 = out_dir / f"seed{seed}" / "stills"
+        final = stage1_final(out_dir, seed)
         t0 = time.perf_counter()
-        if not (stage1 / "final" / "config.json").is_file():
+        if seed in untrained:
             run_in_child(_train, load_config(resolve_config(stage1_config), [
-                tokenizer, f"data.train={stills_dir / 'stills.json'}", f"output.dir={stage1}", *seeded, *overrides]))
+                tokenizer, f"data.train={stills_dir / 'stills.json'}", f"output.dir={final.parent}", *seeded,
+                *overrides]))
         stage1_s[seed] = time.perf_counter() - t0
-        source[seed] = [f"model.checkpoint={stage1 / 'final'}", *seeded]
+        source[seed] = [f"model.checkpoint={final}", *seeded]
     jobs = [VariantJob(name, seed, str(data_dir), str(out_dir / f"seed{seed}" / variant_slug(name)), config,
                        [clips, *source[seed], *VARIANTS[name], *stage2_overrides], tuple(frames), limit)
             for seed in seeds for name in variants]
@@ -234,6 +237,11 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "results.md").write_text(markdown_table(summary))
     return summary
+
+
+def stage1_final(out_dir: Path, seed: int) -> Path:
+    """Where the ablation in ``out_dir`` keeps the stage-1 model of ``seed`` (reused when it exists)."""
+    return out_dir / f"seed{seed}" / "stills" / "final"
 
 
 def run_in_child(fn: Callable[..., T], *args: Any) -> T:
