@@ -82,6 +82,14 @@ def test_card_of_weighted_data_names_its_turn_weights(bundle_tool, tiny_checkpoi
             "--turn-weight direction=5 --turn-weight reverse=2.5") in card.splitlines()
 
 
+def test_card_of_data_with_training_only_questions_names_them(bundle_tool, tiny_checkpoint, tmp_path):
+    manifest = {**_manifest("both", "all", version=5), "turn_weights": {"direction": 5.0}, "also_ask": ["before"]}
+    card = (bundle_tool.write_bundle(tiny_checkpoint, _results("synth-stills-where", "synth-ccam-long", 0), "CCAM",
+                                     tmp_path / "bundle", manifest) / "README.md").read_text()
+    assert ("videoccam synth --out data/synth-where --train 4000 --test 1800 --seed 0 --workers 2 --stills-where both "
+            "--turn-weight direction=5 --also-ask before") in card.splitlines()
+
+
 def test_an_ablation_without_stage_1_is_refused(bundle_tool, tiny_checkpoint, tmp_path):
     with pytest.raises(ValueError, match="stage1_config"):
         bundle_tool.write_bundle(tiny_checkpoint, _results(None, "synth-ccam", 0), "CCAM", tmp_path / "bundle",

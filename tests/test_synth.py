@@ -104,6 +104,9 @@ def read_answer(frames: np.ndarray, question: str) -> tuple[str, dict[str, list[
         return in_time[0], flashes
     if question == QUESTIONS["after"].format(subject=subject):
         return in_time[in_time.index(subject) + 1], flashes
+    if question == QUESTIONS["before"].format(subject=subject):
+        assert in_time.index(subject) > 0, "the first flash has nothing before it"
+        return in_time[in_time.index(subject) - 1], flashes
     if question == QUESTIONS["direction"].format(subject=subject):
         xs = [seen[t][subject][0] for t in frames_of[subject]]
         return ("right" if xs[-1] > xs[0] else "left"), flashes
@@ -230,6 +233,54 @@ def test_training_clips_ask_every_order_question_they_answer(tmp_path):
     assert order_questions(sample.clip.reversed()) == [("first", None, "white"), ("after", "white", "purple")]
     with pytest.raises(ValueError, match="train_questions"):
         generate_dataset("unused", num_train=1, num_test=0, train_questions="some")
+
+
+def test_also_ask_before_adds_training_turns_read_back_from_the_mp4s_and_changes_nothing_else(tmp_path):
+    """Seed 0's first training clips with ``also_ask=("before",)``, literally: every flash but the
+    first is also asked about ("the <c> one flashed right after which colour ?"), each answer is read
+    back from the decoded mp4; the clips, stills, test set and tokenizer are those of the plain data."""
+    first, after, before = QUESTIONS["first"], QUESTIONS["after"].format, QUESTIONS["before"].format
+    plain, asked = tmp_path / "plain", tmp_path / "before"
+    generate_dataset(plain, num_train=6, num_test=6, seed=0)
+    manifest = generate_dataset(asked, num_train=6, num_test=6, seed=0, also_ask=["before", "before"],
+                                turn_weights={"before": 2})
+    assert [turns_of(r) for r in records(asked, "train")] == [
+        [(first, "purple"), (before(subject="white"), "purple"), (after(subject="purple"), "white")],
+        [(QUESTIONS["direction"].format(subject="blue"), "right")],
+        [(after(subject="blue"), "purple"), (before(subject="blue"), "red"), (after(subject="red"), "blue"),
+         (before(subject="purple"), "blue"), (first, "red")],
+        [(QUESTIONS["reverse"], "reversed")],
+        [(QUESTIONS["colours"], "green and red and white"), (QUESTIONS["direction"].format(subject="red"), "right")],
+        [(QUESTIONS["count"], "four")],
+    ]
+    assert manifest["also_ask"] == ["before"] and manifest["turn_weights"] == {"before": 2.0}
+    assert manifest["turn_counts"]["train"]["before"] == 3
+    assert [[t.get("weight") for t in r["conversations"][1::2]] for r in records(asked, "train")][2] == [
+        None, 2.0, None, 2.0, None]
+    for a, p in zip(records(asked, "train"), records(plain, "train"), strict=True):
+        assert (asked / a["video"]).read_bytes() == (plain / p["video"]).read_bytes()
+        assert a["conversations"][:2] == p["conversations"][:2]  # the clip's own question comes first
+        assert sorted(a["meta"]["families"]) == sorted(p["meta"]["families"] + ["before"] * a["meta"]["families"]
+                                                       .count("before"))
+        video = load_video(asked / a["video"], num_frames=16)
+        for question, said in turns_of(a):
+            assert read_answer(video.frames, question)[0] == said, (a["id"], question)
+    assert records(asked, "test") == records(plain, "test")
+    assert (asked / "stills.json").read_text() == (plain / "stills.json").read_text()
+    assert (asked / "tokenizer" / "tokenizer.json").read_text() == (plain / "tokenizer" / "tokenizer.json").read_text()
+    assert json.loads((plain / "manifest.json").read_text())["also_ask"] == []
+
+    # the oracle: the first flash has nothing before it; reversal swaps the answers
+    sample, _ = dataset_sample(0, "train", 2)
+    assert answer_for("before", sample.clip.reversed(), "blue") == "purple"
+    with pytest.raises(ValueError, match="before"):
+        answer_for("before", sample.clip, "red")  # red flashed first
+    with pytest.raises(ValueError, match="also_ask"):
+        generate_dataset("unused", num_train=1, num_test=0, also_ask=["last"])
+    with pytest.raises(ValueError, match="train_questions='all'"):
+        generate_dataset("unused", num_train=1, num_test=0, also_ask=["before"], train_questions="one")
+    with pytest.raises(ValueError, match="unknown family"):
+        make_sample("before", np.random.default_rng(0))  # training-only: no scene of its own
 
 
 def test_turn_weights_weigh_the_named_families_answers_of_training_clips_only(tmp_path):
@@ -418,6 +469,14 @@ def test_cli_synth(tmp_path):
     assert main(["synth", "--out", str(tmp_path / "bad"), "--turn-weight", "where=5"]) == 2
     with pytest.raises(SystemExit):  # not FAMILY=W: argparse's usage error
         main(["synth", "--out", str(tmp_path / "bad"), "--turn-weight", "direction"])
+    asked = tmp_path / "asked"
+    assert main(["synth", "--out", str(asked), "--train", "3", "--test", "0", "--seed", "0",
+                 "--also-ask", "before"]) == 0
+    assert json.loads((asked / "manifest.json").read_text())["also_ask"] == ["before"]
+    assert records(asked, "train")[2]["meta"]["families"].count("before") == 2
+    assert main(["synth", "--out", str(tmp_path / "bad"), "--also-ask", "before", "--train-questions", "one"]) == 2
+    with pytest.raises(SystemExit):  # not a training-only family: argparse's usage error
+        main(["synth", "--out", str(tmp_path / "bad"), "--also-ask", "after"])
     assert any(t.get("weight") == 10.0 for s in json.loads((where / "stills.json").read_text())
                for t in s["conversations"])
 

@@ -57,9 +57,11 @@ def _synth_line(out: str, manifest: dict[str, Any]) -> str:
     # generator version 4 added train_questions ("all" by default); earlier data asked one question per clip
     questions = manifest["train_questions"] if manifest["version"] >= 4 else "one"
     weights = manifest.get("turn_weights", {})  # manifests written before --turn-weight have no weights
+    also_ask = manifest.get("also_ask", [])  # nor before --also-ask (generator version 5) training-only questions
     options = "".join([f" --stills-where {manifest['stills_where']}" if manifest["stills_where"] != "side" else "",
                        f" --train-questions {questions}" if questions != "all" else "",
-                       *(f" --turn-weight {family}={weight:g}" for family, weight in weights.items())])
+                       *(f" --turn-weight {family}={weight:g}" for family, weight in weights.items()),
+                       *(f" --also-ask {family}" for family in also_ask)])
     return (f"videoccam synth --out {out} --train {manifest['num_train']} --test {manifest['num_test']} "
             f"--seed {manifest['seed']} --workers 2{options}")
 

@@ -149,7 +149,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     config = WorldConfig.from_frames(size=args.size, num_frames=args.frames, num_beats=args.beats, fps=args.fps)
     generate_dataset(args.out, args.train, args.test, args.seed, config=config, families=args.families,
                      workers=args.workers, stills_where=args.stills_where, train_questions=args.train_questions,
-                     turn_weights=dict(args.turn_weight))
+                     turn_weights=dict(args.turn_weight), also_ask=args.also_ask)
     print(args.out)
     return 0
 
@@ -244,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_check.set_defaults(func=cmd_data_check)
 
     from videoccam.synth.dataset import TRAIN_QUESTIONS
-    from videoccam.synth.families import FAMILIES
+    from videoccam.synth.families import FAMILIES, TRAIN_ONLY_FAMILIES
     from videoccam.synth.stills import WHERE_MODES
 
     synth = sub.add_parser("synth", help=cmd_synth.__doc__, description="See docs/synthetic-world.md.")
@@ -270,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="loss weight W of the training clips' answers of FAMILY (repeatable; default 1, "
                             "no weight written), e.g. --turn-weight direction=5 --turn-weight reverse=5; "
                             "optim.turn_weight_ratio sets for how many steps weights act")
+    synth.add_argument("--also-ask", action="append", default=[], choices=TRAIN_ONLY_FAMILIES, metavar="FAMILY",
+                       help="a training-only question that training clips also ask (repeatable): 'before', "
+                            "for every flash but the first, which flash came right before it; never a test "
+                            "question")
     synth.set_defaults(func=cmd_synth)
 
     from videoccam.synth.ablation import CONFIG, STAGE1_CONFIG, VARIANTS

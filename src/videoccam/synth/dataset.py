@@ -6,7 +6,8 @@ Layout of ``generate_dataset(out_dir, ...)``::
     out_dir/videos/test/test_000000.mp4 ...
     out_dir/train.json, out_dir/test.json        LLaVA format; "video" paths are relative to out_dir; a
                                                  training clip asks every order question it answers
-                                                 (answers weighted by family with turn_weights)
+                                                 (and the training-only ones of also_ask; answers
+                                                 weighted by family with turn_weights)
     out_dir/stills/train/train_000000_beat03.png  single beats of the training clips (PNG)
     out_dir/stills.json                          their perception questions (stage 1; videoccam.synth.stills)
     out_dir/tokenizer/                           build_tokenizer(stills_where).save_pretrained(...)
@@ -38,15 +39,25 @@ from PIL import Image
 
 from videoccam.processing.processor import check_turn_weight
 from videoccam.processing.video_synth import write_video
-from videoccam.synth.families import ANSWERS, FAMILIES, QUESTIONS, Sample, make_sample, order_questions
+from videoccam.synth.families import (
+    ANSWERS,
+    FAMILIES,
+    QUESTIONS,
+    TRAIN_ONLY_FAMILIES,
+    Sample,
+    check_also_ask,
+    make_sample,
+    order_questions,
+)
 from videoccam.synth.stills import check_where, make_stills, still_record
 from videoccam.synth.tokenizer import build_tokenizer
 from videoccam.synth.world import WorldConfig
 
 logger = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 4  # 2: stills (stage-1 perception set); 3: the stills' `where` option (same output for "side");
-#                        4: training clips ask every order question they answer (`train_questions="all"`)
+GENERATOR_VERSION = 5  # 2: stills (stage-1 perception set); 3: the stills' `where` option (same output for "side");
+#                        4: training clips ask every order question they answer (`train_questions="all"`);
+#                        5: training-only questions (`also_ask`; the same output without them)
 SPLITS: tuple[str, ...] = ("train", "test")
 EXAMPLES_SPLIT = "examples"
 _BALANCE_KEY = 0xBA1A  # spawn-key tag of the answer-order streams (never equal to a sample's key)
@@ -101,16 +112,17 @@ def check_train_questions(mode: str) -> None:
         raise ValueError(f"train_questions must be one of {TRAIN_QUESTIONS}, got {mode!r}")
 
 
-def extra_turns(sample: Sample, seed: int, split: str, index: int) -> list[tuple[str, str, str]]:
+def extra_turns(sample: Sample, seed: int, split: str, index: int,
+                also_ask: Sequence[str] = ()) -> list[tuple[str, str, str]]:
     """The order questions of ``sample``'s clip other than its own, as ``(family, question, answer)``.
 
-    From :func:`~videoccam.synth.families.order_questions`, in a random order drawn from a stream
-    of their own (``seed``, ``split``, ``index``), so the sample's scene is the same with or without
-    them.
+    From :func:`~videoccam.synth.families.order_questions` (with the training-only families of
+    ``also_ask``), in a random order drawn from a stream of their own (``seed``, ``split``,
+    ``index``), so the sample's scene is the same with or without them.
     """
     own = (sample.family, sample.subject)
     turns = [(family, QUESTIONS[family].format(subject=subject), answer)
-             for family, subject, answer in order_questions(sample.clip) if (family, subject) != own]
+             for family, subject, answer in order_questions(sample.clip, also_ask) if (family, subject) != own]
     stream = np.random.SeedSequence(seed, spawn_key=(_split_key(split), _TURNS_KEY, index))
     return [turns[int(i)] for i in np.random.default_rng(stream).permutation(len(turns))]
 
@@ -118,9 +130,10 @@ def extra_turns(sample: Sample, seed: int, split: str, index: int) -> list[tuple
 def check_turn_weights(weights: Mapping[str, float]) -> dict[str, float]:
     """``weights`` as ``{family: float}``; a ValueError naming ``turn_weights`` for an unknown family or a
     weight that is not a finite number >= 0."""
-    unknown = [f for f in weights if f not in FAMILIES]
+    known = FAMILIES + TRAIN_ONLY_FAMILIES
+    unknown = [f for f in weights if f not in known]
     if unknown:
-        raise ValueError(f"turn_weights: unknown families {unknown}; known: {list(FAMILIES)}")
+        raise ValueError(f"turn_weights: unknown families {unknown}; known: {list(known)}")
     return {family: check_turn_weight(weight, "assistant", f"turn_weights[{family!r}]")
             for family, weight in weights.items()}
 
@@ -157,13 +170,14 @@ def _record(sample: Sample, sample_id: str, video: str, own_seed: int,
     }
 
 
-def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig, str, str, dict[str, float]]
+def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldConfig, str, str, dict[str, float],
+                              tuple[str, ...]]
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Generate, encode and describe a chunk of samples of one split (runs in worker processes).
 
     Returns the clips' records and, for the train split, the records of their stills.
     """
-    out_dir, seed, split, indices, families, config, where, questions, turn_weights = job
+    out_dir, seed, split, indices, families, config, where, questions, turn_weights, also_ask = job
     records, stills = [], []
     if split == "train":
         (out_dir / "stills" / split).mkdir(parents=True, exist_ok=True)
@@ -172,7 +186,7 @@ def _write_samples(job: tuple[Path, int, str, list[int], tuple[str, ...], WorldC
         sample_id = f"{split}_{index:06d}"
         video = f"videos/{split}/{sample_id}.mp4"
         write_clip(out_dir / video, sample)
-        extra = extra_turns(sample, seed, split, index) if split == "train" and questions == "all" else []
+        extra = extra_turns(sample, seed, split, index, also_ask) if split == "train" and questions == "all" else []
         records.append(_record(sample, sample_id, video, own_seed, extra, turn_weights if split == "train" else None))
         if split == "train":
             beats = sample.clip.render_beats()  # [beats, H, W, 3]
@@ -195,6 +209,7 @@ def generate_dataset(
     stills_where: str = "side",
     train_questions: str = "all",
     turn_weights: Mapping[str, float] | None = None,
+    also_ask: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Write the synthetic benchmark to ``out_dir`` (see the module docstring for the layout).
 
@@ -217,6 +232,10 @@ def generate_dataset(
             "reverse": 5}`` (written as the answers' ``"weight"``; families left out weigh 1, and
             with the default ``None`` no answer carries a weight). Test clips and stills are not
             weighted. A config's ``optim.turn_weight_ratio`` says for how many steps they act.
+        also_ask: Training-only families (:data:`~videoccam.synth.families.TRAIN_ONLY_FAMILIES`) that
+            training clips ask as extra turns, with ``train_questions="all"``: ``("before",)`` asks,
+            for every flash but the first, which flash came right before it ("the <c> one flashed
+            right after which colour ?"). The clips, stills, test set and tokenizer are the same.
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -232,6 +251,10 @@ def generate_dataset(
         raise ValueError(f"workers must be >= 1, got {workers}")
     check_where(stills_where, "stills_where")
     check_train_questions(train_questions)
+    also_ask = tuple(dict.fromkeys(also_ask))  # once each, in the given order
+    check_also_ask(also_ask)
+    if also_ask and train_questions != "all":
+        raise ValueError(f"also_ask={list(also_ask)} needs train_questions='all' (extra turns), got {train_questions!r}")
     weights = check_turn_weights(turn_weights or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -239,7 +262,7 @@ def generate_dataset(
     chunk = 50
     jobs = [
         (out_dir, seed, split, list(range(start, min(start + chunk, counts[split]))), families, config, stills_where,
-         train_questions, weights)
+         train_questions, weights, also_ask)
         for split in SPLITS for start in range(0, counts[split], chunk)
     ]
     started = time.perf_counter()
@@ -265,6 +288,7 @@ def generate_dataset(
         "stills_where": stills_where,
         "train_questions": train_questions,
         "turn_weights": weights,
+        "also_ask": list(also_ask),
         "size": config.size,
         "frames": config.num_frames,
         "beats": config.num_beats,

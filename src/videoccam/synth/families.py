@@ -13,6 +13,11 @@ likely and has another answer):
 Controls (order does not matter): ``colours`` ("which colours appear ?") and ``count`` ("how many
 objects are there ?").
 
+Training only (:data:`TRAIN_ONLY_FAMILIES`, never a test family and never a clip's own question):
+``before``, "the <c> one flashed right after which colour ?", the flash right before the named one,
+asked as an extra turn of clips with flashes (``generate_dataset(also_ask=("before",))``). It uses no
+word the other questions do not, so the tokenizer is the same with or without it.
+
 Every family is balanced: the generator is given the answer (the dataset cycles through the
 answer values) and draws everything else independently of it. :func:`answer_for` recomputes the
 answer from a scene, independently of how it was generated.
@@ -22,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +54,7 @@ QUESTIONS: dict[str, str] = {
     "reverse": "is the clip played forward or reversed ?",
     "colours": "which colours appear ?",
     "count": "how many objects are there ?",
+    "before": "the {subject} one flashed right after which colour ?",
 }
 ANSWERS: dict[str, tuple[str, ...]] = {
     "first": COLOURS,
@@ -57,10 +63,12 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "reverse": ("forward", "reversed"),
     "colours": COLOUR_SET_ANSWERS,
     "count": NUMBER_WORDS,
+    "before": COLOURS,
 }
 ORDER_FAMILIES: tuple[str, ...] = ("first", "direction", "after", "reverse")
 CONTROL_FAMILIES: tuple[str, ...] = ("colours", "count")
-FAMILIES: tuple[str, ...] = ORDER_FAMILIES + CONTROL_FAMILIES
+FAMILIES: tuple[str, ...] = ORDER_FAMILIES + CONTROL_FAMILIES  # the test families (each has a scene generator)
+TRAIN_ONLY_FAMILIES: tuple[str, ...] = ("before",)  # extra turns of training clips only (no generator)
 
 
 @dataclass(frozen=True)
@@ -218,12 +226,13 @@ def answer_for(family: str, clip: Clip, subject: str | None = None) -> str:
     """The answer to ``family``'s question about ``clip``, read off the scene.
 
     Independent of the generators: e.g. ``answer_for("first", clip.reversed())`` is the answer of
-    the reversed clip. ``subject`` is the colour named in the question (``direction``, ``after``).
+    the reversed clip. ``subject`` is the colour named in the question (``direction``, ``after``,
+    ``before``).
 
     Raises:
         ValueError: The scene does not fit the family's question (e.g. fewer than two flashes).
     """
-    if family in ("first", "after"):
+    if family in ("first", "after", "before"):
         flashes = _flashes(clip)
         beats = [b for b, _ in flashes]
         if len(flashes) < 2 or len(set(beats)) != len(beats):
@@ -231,6 +240,10 @@ def answer_for(family: str, clip: Clip, subject: str | None = None) -> str:
         colours = [c for _, c in flashes]
         if family == "first":
             return colours[0]
+        if family == "before":
+            if subject not in colours[1:]:
+                raise ValueError(f"before: {subject!r} must be a flash colour other than the first of {colours}")
+            return colours[colours.index(subject) - 1]
         if subject not in colours[:-1]:
             raise ValueError(f"after: {subject!r} must be a flash colour other than the last of {colours}")
         return colours[colours.index(subject) + 1]
@@ -258,17 +271,22 @@ def answer_for(family: str, clip: Clip, subject: str | None = None) -> str:
     raise ValueError(f"unknown family {family!r}; families: {FAMILIES}")
 
 
-def order_questions(clip: Clip) -> list[tuple[str, str | None, str]]:
+def order_questions(clip: Clip, also_ask: Sequence[str] = ()) -> list[tuple[str, str | None, str]]:
     """Every order-family question ``clip`` answers, as ``(family, subject, answer)``.
 
     ``first`` and one ``after`` per flash but the last, when the clip has two or more flashes on
     distinct beats; ``direction`` for every object that moves sideways; ``reverse`` when objects
     fall (or rise). A ``first`` clip thus also answers "after" its earlier flash, an ``after`` clip
     "first" and every other "after", and a ``colours`` clip whatever its flashes and mover allow.
-    :func:`answer_for` decides which questions fit the scene and answers them. In time order of the
-    flashes, then the movers in sprite order.
+    ``also_ask`` adds training-only families (:data:`TRAIN_ONLY_FAMILIES`): ``"before"``, one per
+    flash but the first. :func:`answer_for` decides which questions fit the scene and answers them.
+    In time order of the flashes (the ``before`` questions after the ``after`` ones), then the movers
+    in sprite order.
     """
-    candidates = [("first", None), *(("after", c) for _, c in _flashes(clip)),
+    check_also_ask(also_ask)
+    flashes = [c for _, c in _flashes(clip)]
+    candidates = [("first", None), *(("after", c) for c in flashes),
+                  *(("before", c) for c in flashes if "before" in also_ask),
                   *(("direction", s.colour) for s in clip.sprites), ("reverse", None)]
     questions: list[tuple[str, str | None, str]] = []
     for family, subject in candidates:
@@ -277,6 +295,13 @@ def order_questions(clip: Clip) -> list[tuple[str, str | None, str]]:
         except ValueError:  # the scene does not fit this question (e.g. the last flash has no "after")
             continue
     return questions
+
+
+def check_also_ask(also_ask: Sequence[str]) -> None:
+    """Raise a ValueError naming ``also_ask`` unless every entry is one of :data:`TRAIN_ONLY_FAMILIES`."""
+    unknown = [f for f in also_ask if f not in TRAIN_ONLY_FAMILIES]
+    if unknown:
+        raise ValueError(f"also_ask: unknown training-only families {unknown}; known: {list(TRAIN_ONLY_FAMILIES)}")
 
 
 def words_of(templates: Iterable[str]) -> set[str]:
