@@ -63,8 +63,7 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "reverse": ("forward", "reversed"),
     "colours": COLOUR_SET_ANSWERS,
     "count": NUMBER_WORDS,
-    "before": COLOURS,
-}
+}  # the test families' answer values ("before", training only, answers a colour)
 ORDER_FAMILIES: tuple[str, ...] = ("first", "direction", "after", "reverse")
 CONTROL_FAMILIES: tuple[str, ...] = ("colours", "count")
 FAMILIES: tuple[str, ...] = ORDER_FAMILIES + CONTROL_FAMILIES  # the test families (each has a scene generator)
