@@ -40,23 +40,23 @@ sdpa_attention.py``, ``integrations/flex_attention.py`` and ``generation/utils.p
       cache = DynamicCache(config=model.config)
       out = model(inputs_embeds=x, attention_mask=masks.to_hf_attention_mask(mask,
                   attn_implementation=model.config._attn_implementation, dtype=model.dtype),
-                  position_ids=pos, past_key_values=cache, use_cache=True)
+                  position_ids=pos, cache=cache, use_cache=True)   # past_key_values= before 5.24
       mask2d = padding_mask.long()                                  # [B, S], 0 on the left padding
       per step:  cache_position = cache.get_seq_length() + torch.arange(1)   # raw slot, padding included
                  mask2d = torch.cat([mask2d, mask2d.new_ones(B, 1)], 1)      # [B, S + t + 1]
                  out = model(inputs_embeds=embed(next_tok)[:, None], attention_mask=mask2d,
                              position_ids=positions.decode_position_ids(cache_position, rope_delta,
                                                                         mode=..., gamma=...),
-                             past_key_values=cache, use_cache=True)
+                             cache=cache, use_cache=True)
     This matches full recomputation token for token. With the options off it matches
     ``model.generate``. transformers 5.x has no ``cache_position`` argument anymore: derive
-    it from ``past_key_values.get_seq_length()``.
+    it from ``cache.get_seq_length()``.
     ``generate()`` cannot carry a 4-D ``attention_mask``: with ``input_ids`` it raises "must be 2D",
     and with ``inputs_embeds`` it fails with a shape ``RuntimeError`` at the first decode step. Its
     ``_update_model_kwargs_for_generation`` advances ``position_ids`` by +1 per step, which is wrong
     for ``"tc"``. It also sets ``attention_mask=None`` when the 2-D mask is all ones. So a model that
     supports ``generate`` must build the 4-D mask inside its own ``forward`` when the cache is empty
-    (``past_key_values is None or past_key_values.get_seq_length() == 0``). In
+    (``cache is None or cache.get_seq_length() == 0``). In
     ``prepare_inputs_for_generation`` (``is_first_iteration`` tells prefill from decode) it must
     replace ``position_ids`` by ``decode_position_ids(cache_position, rope_delta)``, keeping
     ``rope_delta`` from the prefill (as Qwen2-VL keeps ``rope_deltas``).
@@ -72,6 +72,7 @@ import transformers as tf
 from transformers import DynamicCache, GenerationConfig
 from transformers.masking_utils import causal_mask_function, flash_attention_mask
 
+from videoccam.hf_compat import CACHE_NAME
 from videoccam.masks import llm_attention_mask, to_hf_attention_mask
 from videoccam.positions import decode_position_ids, position_ids
 
@@ -278,7 +279,7 @@ def greedy_cached(model, x, f, m, pad, *, mode, gamma, frame_block, steps):
     mask = llm_attention_mask(f, m, pad, frame_block=frame_block)
     pos, rope_delta = position_ids(f, m, pad, mode=mode, gamma=gamma)
     cache = DynamicCache(config=model.config)
-    out = run(model, x, mask, pos, past_key_values=cache, use_cache=True)
+    out = run(model, x, mask, pos, **{CACHE_NAME: cache}, use_cache=True)
     logits = [out.logits[:, -1]]
     tokens = [logits[-1].argmax(-1)]
     mask2d = pad.long()
@@ -291,7 +292,7 @@ def greedy_cached(model, x, f, m, pad, *, mode, gamma, frame_block, steps):
                 inputs_embeds=embed(tokens[-1])[:, None],  # [B, 1, H]
                 attention_mask=mask2d,
                 position_ids=decode_position_ids(cache_position, rope_delta, mode=mode, gamma=gamma),
-                past_key_values=cache,
+                **{CACHE_NAME: cache},
                 use_cache=True,
             )
         logits.append(out.logits[:, -1])

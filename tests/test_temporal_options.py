@@ -292,11 +292,27 @@ def test_fresh_generate_after_another_and_rope_delta_is_required_for_manual_deco
         nxt = out.logits[:, -1:].argmax(-1)
         mask = torch.cat([short["attention_mask"], torch.ones_like(nxt)], 1)
         with pytest.raises(ValueError, match="rope_delta"):
-            model(input_ids=nxt, attention_mask=mask, past_key_values=out.past_key_values)
-        step = model(input_ids=nxt, attention_mask=mask, past_key_values=out.past_key_values,
-                     rope_delta=out.rope_delta)
+            model(input_ids=nxt, attention_mask=mask, cache=out.cache)
+        step = model(input_ids=nxt, attention_mask=mask, cache=out.cache, rope_delta=out.rope_delta)
         full = model(input_ids=torch.cat([short["input_ids"], nxt], 1), attention_mask=mask, use_cache=False)
     torch.testing.assert_close(step.logits[:, -1], full.logits[:, -1], atol=1e-4, rtol=0)
+
+
+def test_the_cache_goes_by_either_name_on_every_transformers_release():
+    """transformers 5.24 renamed past_key_values to cache: the model takes and returns both names."""
+    model, proc = cached_model("qwen2", True, "tc", 1.0)
+    short = proc(TEXT_Q2, [])
+    with torch.no_grad():
+        out = model(**short, use_cache=True)
+        assert out.cache is out.past_key_values and out.cache.get_seq_length() == short["input_ids"].shape[1]
+        nxt = out.logits[:, -1:].argmax(-1)
+        mask = torch.cat([short["attention_mask"], torch.ones_like(nxt)], 1)
+        old = model(input_ids=nxt, attention_mask=mask, past_key_values=out.cache, rope_delta=out.rope_delta)
+        out = model(**short, use_cache=True)
+        new = model(input_ids=nxt, attention_mask=mask, cache=out.cache, rope_delta=out.rope_delta)
+        with pytest.raises(ValueError, match="not both"):
+            model(input_ids=nxt, attention_mask=mask, cache=out.cache, past_key_values=out.cache)
+    torch.testing.assert_close(old.logits, new.logits, atol=0, rtol=0)
 
 
 def test_chat_with_both_options_via_from_pretrained_kwargs(tiny_checkpoint):

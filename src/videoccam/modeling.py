@@ -20,6 +20,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from videoccam.configuration import VideoCCAMConfig
 from videoccam.errors import ConfigError
+from videoccam.hf_compat import CACHE_NAME, OTHER_CACHE_NAME, pick_cache
 from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, llm_attention_mask, to_hf_attention_mask
 from videoccam.positions import decode_position_ids, decode_step
 from videoccam.positions import position_ids as temporal_position_ids
@@ -54,7 +55,9 @@ class VideoCCAMOutput(ModelOutput):
     Attributes:
         loss: next-token cross-entropy over labelled tokens, when ``labels`` were given.
         logits: ``[B, S, V]`` (or the kept positions with ``logits_to_keep``).
-        past_key_values: the LLM's KV cache.
+        cache: the LLM's KV cache. The field has the installed transformers' name (``cache`` from 5.24 on,
+            ``past_key_values`` before, which ``generate`` reads); the other name is a read-only alias, so
+            ``out.cache`` and ``out.past_key_values`` both work on every supported release.
         hidden_states / attentions: from the LLM, when requested.
         frame_ids: ``[B, S]`` per-token frame index of this forward's tokens (-1 = text), when media were given.
         rope_delta: ``[B, 1]``, with ``temporal_rope != "none"``: the offset that continues the prefill's
@@ -64,11 +67,21 @@ class VideoCCAMOutput(ModelOutput):
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
-    past_key_values: Cache | None = None
+    if CACHE_NAME == "cache":
+        cache: Cache | None = None
+    else:
+        past_key_values: Cache | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
     attentions: tuple[torch.Tensor, ...] | None = None
     frame_ids: torch.Tensor | None = None
     rope_delta: torch.Tensor | None = None
+
+
+def _cache_alias(self: VideoCCAMOutput) -> Cache | None:
+    return getattr(self, CACHE_NAME)
+
+
+setattr(VideoCCAMOutput, OTHER_CACHE_NAME, property(_cache_alias, doc="The KV cache (alias of the field)."))
 
 
 class VideoCCAMPreTrainedModel(PreTrainedModel):
@@ -78,7 +91,7 @@ class VideoCCAMPreTrainedModel(PreTrainedModel):
     input_modalities = ("image", "video", "text")
     supports_gradient_checkpointing = True
     _no_split_modules = ["CCAMProjector"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _skip_keys_device_placement = ["cache", "past_key_values"]
     _supports_flash_attn = True
     _supports_sdpa = True
     _supports_flex_attn = True
@@ -280,7 +293,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         frame_counts: list[int] | torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
+        cache: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -289,6 +302,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         media_ids: torch.Tensor | None = None,
         rope_delta: torch.Tensor | None = None,
         visual_embeds: ProjectorOutput | None = None,
+        past_key_values: Cache | None = None,
         **kwargs: Any,
     ) -> VideoCCAMOutput:
         """Run the model.
@@ -300,6 +314,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             attention_mask: ``[B, S]`` (1 = real token).
             labels: ``[B, S]``; -100 where no loss is taken (the processor sets it on prompt and
                 visual tokens).
+            cache: the LLM's KV cache (``past_key_values=`` is accepted too, the name before transformers
+                5.24); handed to the LLM under the installed transformers' name.
             position_ids: passed to the LLM, except where ``temporal_rope != "none"`` computes them
                 (prefill and decode alike; ``generate``'s +1 positions would be wrong for ``"tc"``).
             frame_ids, media_ids: ``[B, S]``, only read with ``inputs_embeds`` at prefill when a TC
@@ -313,7 +329,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             Other arguments are passed to the LLM unchanged.
 
         With both TC options off, everything is passed to the LLM unchanged. Otherwise, at prefill
-        (``past_key_values`` None or empty; training and full recomputation included) the 4-D
+        (``cache`` None or empty; training and full recomputation included) the 4-D
         frame-block mask and/or temporal positions replace ``attention_mask`` / ``position_ids``,
         and ``attention_mask`` is never None; on decode steps only the positions are replaced.
 
@@ -324,6 +340,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        cache = pick_cache(cache, past_key_values)
         cfg = self.config
         temporal = cfg.frame_block_mask or cfg.temporal_rope != "none"
         if cfg.frame_block_mask:
@@ -337,7 +354,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             has_media = pixel_values is not None or visual_embeds is not None
             out_frame_ids = merged.frame_ids if has_media else None
             frame_ids, media_ids = merged.frame_ids, merged.media_ids
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
+        prefill = cache is None or cache.get_seq_length() == 0
         if temporal and prefill:
             if frame_ids is None or media_ids is None:
                 raise ValueError(
@@ -357,7 +374,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
                 )
             q_len = inputs_embeds.shape[1]
             device = inputs_embeds.device
-            cache_position = past_key_values.get_seq_length() + torch.arange(q_len, device=device)  # [q_len]
+            cache_position = cache.get_seq_length() + torch.arange(q_len, device=device)  # [q_len]
             position_ids = decode_position_ids(
                 cache_position, rope_delta.to(device), mode=cfg.temporal_rope, gamma=cfg.rope_gamma
             )  # [B, q_len] float32
@@ -365,44 +382,34 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             inputs_embeds=inputs_embeds,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             labels=labels,
             use_cache=use_cache,
             logits_to_keep=logits_to_keep,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
         return VideoCCAMOutput(
             loss=out.loss,
             logits=out.logits,
-            past_key_values=out.past_key_values,
+            **{CACHE_NAME: out[CACHE_NAME] if CACHE_NAME in out else None},
             hidden_states=out.hidden_states,
             attentions=out.attentions,
             frame_ids=out_frame_ids,
             rope_delta=rope_delta if cfg.temporal_rope != "none" else None,
         )
 
-    def prepare_inputs_for_generation(
-        self,
-        input_ids: torch.LongTensor,
-        next_sequence_length: int | None = None,
-        past_key_values: Cache | None = None,
-        attention_mask: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        is_first_iteration: bool | None = False,
-        **kwargs: Any,
-    ) -> dict[str, Any]:
+    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor | None = None,
+                                      **kwargs: Any) -> dict[str, Any]:
         """GenerationMixin hook: hand ``visual_embeds`` to the prefill only, as ``generate`` does ``pixel_values``.
 
         Mirrors ``MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL`` of ``transformers.generation.utils``: the
         precomputed visual tokens are dropped on cached decode steps (the KV cache holds them) and kept
-        when every step recomputes the whole sequence (``use_cache=False``).
+        when every step recomputes the whole sequence (``use_cache=False``). Every other argument, the
+        cache under whichever name the installed transformers uses, passes through untouched.
         """
-        model_inputs = super().prepare_inputs_for_generation(
-            input_ids, next_sequence_length=next_sequence_length, past_key_values=past_key_values,
-            attention_mask=attention_mask, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration,
-            **kwargs,
-        )
-        if not is_first_iteration and kwargs.get("use_cache", True):
+        # generate passes everything by keyword; inputs_embeds is named so that generate sees it is forwarded
+        model_inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
+        if not kwargs.get("is_first_iteration", False) and kwargs.get("use_cache", True):
             model_inputs.pop("visual_embeds", None)
         return model_inputs
 

@@ -13,7 +13,7 @@ positions are ``cache_position * decode_step(mode, gamma) + rope_delta``
 (:func:`decode_position_ids`), the mechanism of Qwen2-VL's ``rope_deltas``.
 
 ``cache_position`` is the raw cache slot index, padding included: ``0 .. S-1`` at prefill,
-``S, S+1, ...`` while decoding (in transformers 5.x: ``past_key_values.get_seq_length() + arange(q_len)``).
+``S, S+1, ...`` while decoding (``cache.get_seq_length() + arange(q_len)``).
 Never use position ids as cache slots.
 
 Dtypes: ``"none"`` gives ``torch.long`` (bit-identical to HF's own positions); ``"tc"`` and
@@ -168,8 +168,8 @@ def decode_position_ids(
 
     Args:
         cache_position: raw cache slot of each new token, padding included (the first decoded
-            token of a length-S prompt is in slot S). In transformers 5.x:
-            ``past_key_values.get_seq_length() + torch.arange(q_len)``.
+            token of a length-S prompt is in slot S). That is
+            ``cache.get_seq_length() + torch.arange(q_len)``.
         rope_delta: as returned by :func:`position_ids` for the prompt.
         mode: ``temporal_rope`` mode (must match the prefill).
         gamma: ``rope_gamma`` (must match the prefill).

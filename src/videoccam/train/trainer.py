@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from videoccam.errors import ConfigError
+from videoccam.hf_compat import enable_activation_checkpointing
 from videoccam.processing.processor import IGNORE_INDEX
 from videoccam.train.build import apply_stage, build_model, format_summary, trainable_summary
 from videoccam.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
@@ -206,7 +207,7 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
     if ctx.is_main:
         logger.info("trainable parameters (stage %s):\n%s", config.stage.name, format_summary(trainable_summary(model)))
     if config.engine.gradient_checkpointing:
-        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        enable_activation_checkpointing(model)
     model.to(ctx.device)
     model.train()
 
