@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -427,6 +428,92 @@ def test_resuming_a_finished_run_changes_nothing(dataset, tmp_path):
     before = _trainable(tmp_path, 2)
     train(_config(dataset, tmp_path, "tiny-align", "optim.max_steps=2"), resume=True)
     _assert_close(before, _trainable(tmp_path, 2), atol=0.0)
+
+
+# ---------------------------------------------------------------- the run folder: never clobbered
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run_id(run: Path) -> str:
+    return json.loads((run / "run.json").read_text())["run_id"]
+
+
+def test_an_existing_run_folder_is_refused_and_left_as_it_was(dataset, tmp_path):
+    """A new run in a folder that holds a run (same config or another) is a ConfigError naming the folder
+    and both ways out, and nothing on disk changes; a folder with only other files is no run."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")  # a folder with files of its own but no run is fine
+    train(_config(dataset, run, "tiny-align", "optim.max_steps=2"))
+    assert (run / "final" / "config.json").is_file() and (run / "notes.txt").read_text() == "mine"
+    assert len(_run_id(run)) == 32
+    before = _snapshot(run)
+    for extra in ((), ("optim.lr=0.5",)):
+        with pytest.raises(ConfigError, match=rf"output\.dir={run} already holds a run .*--resume to continue "
+                                              r"it or --overwrite to replace it"):
+            train(_config(dataset, run, "tiny-align", "optim.max_steps=2", *extra))
+        assert _snapshot(run) == before
+    for name in ("config.yaml", "log.jsonl", "checkpoints", "final"):  # any one artefact is a run
+        lone = tmp_path / f"lone-{name}"
+        (lone / name).parent.mkdir(parents=True, exist_ok=True)
+        (lone / name).mkdir() if name in ("checkpoints", "final") else (lone / name).write_text("")
+        with pytest.raises(ConfigError, match=f"already holds a run \\({name}\\)"):
+            train(_config(dataset, lone, "tiny-align", "optim.max_steps=1"))
+    with pytest.raises(ConfigError, match="resume and overwrite exclude each other"):
+        train(_config(dataset, run, "tiny-align", "optim.max_steps=2"), resume=True, overwrite=True)
+    assert _snapshot(run) == before
+
+
+def test_overwrite_replaces_the_old_run_and_nothing_else(dataset, tmp_path):
+    """overwrite=True deletes the old run's artefacts (its later checkpoints, log, final, config, run id)
+    and trains exactly what a run in an empty folder trains; other files in the folder stay."""
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    train(_config(dataset, run, "tiny-align", "optim.max_steps=4", "output.save_every=1", "output.keep_last=4",
+                  "optim.lr=0.5"))
+    old_id = _run_id(run)
+    (run / "mine").mkdir()
+    (run / "mine" / "notes.txt").write_text("keep me")
+    (run / "data.json").write_text("[]")
+    new = ("optim.max_steps=2", "output.save_every=1", "output.keep_last=4")
+    final = train(_config(dataset, run, "tiny-align", *new), overwrite=True)
+    train(_config(dataset, fresh, "tiny-align", *new))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+    assert [r["step"] for r in _step_records(run)] == [1, 2]
+    assert _run_id(run) != old_id and torch.load(run / "checkpoints" / "step-00000002" / "trainer_state.pt",
+                                                  weights_only=False)["run_id"] == _run_id(run)
+    assert load_config(run / "config.yaml").optim.lr == 1e-3  # the new run's config, not the old one's
+    assert (final / "model.safetensors").is_file()
+    _assert_close(_trainable(run, 2), _trainable(fresh, 2), atol=0.0)
+    _assert_close(load_file(final / "model.safetensors"), load_file(fresh / "final" / "model.safetensors"), atol=0.0)
+    assert (run / "mine" / "notes.txt").read_text() == "keep me" and (run / "data.json").read_text() == "[]"
+    # and an overwrite of a missing folder is a plain fresh start
+    assert (train(_config(dataset, tmp_path / "new", "tiny-align", "optim.max_steps=1"), overwrite=True)
+            / "model.safetensors").is_file()
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(dataset, tmp_path):
+    """--resume continues the folder's own run: another run's checkpoint (copied in as the newest one, or
+    named by path) is refused, naming both run ids, and the folder is left as it was."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    extra = ("optim.max_steps=4", "output.save_every=2")
+    train(_config(dataset, ours, "tiny-align", *extra))
+    train(_config(dataset, theirs, "tiny-align", *extra))
+    ours_id, theirs_id = _run_id(ours), _run_id(theirs)
+    shutil.copytree(theirs / "checkpoints" / "step-00000004", ours / "checkpoints" / "step-00000009")
+    before = _snapshot(ours)
+    cmd = [sys.executable, "-m", "videoccam.cli", "train", "tiny-align", *_overrides(dataset, ours, *extra), "--resume"]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"the checkpoint belongs to run {theirs_id}, but {ours} holds run {ours_id}" in result.stderr
+    assert _snapshot(ours) == before
+    shutil.rmtree(ours / "checkpoints" / "step-00000009")
+    with pytest.raises(ConfigError, match=f"belongs to run {theirs_id}, but {ours} holds run {ours_id}"):
+        train(_config(dataset, ours, "tiny-align", *extra), resume=str(theirs / "checkpoints" / "step-00000004"))
+    # its own checkpoint resumes (the finished run: nothing more to train)
+    train(_config(dataset, ours, "tiny-align", *extra), resume=str(ours / "checkpoints" / "step-00000004"))
 
 
 # ---------------------------------------------------------------- outputs
