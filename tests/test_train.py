@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,6 +55,12 @@ def dataset(tmp_path_factory) -> Path:
     return root
 
 
+# an instruct stage on a model built from scratch: tiny-align with the shipped tiny-instruct's stage (the
+# shipped tiny-instruct itself continues tiny-align's output, see test_the_tiny_configs_chain_through_the_cli)
+SCRATCH_INSTRUCT = ("tiny-align", "stage.name=instruct", "stage.train_llm=lora",
+                    "stage.llm_lora={r: 8, alpha: 16, dropout: 0.0}")
+
+
 def _overrides(root: Path, out: Path, *extra: str) -> list[str]:
     return [f"model.tokenizer={root / 'tok'}", f"data.train={root / 'data.json'}",
             f"data.media_root={root / 'media'}", f"output.dir={out}", *extra]
@@ -89,7 +96,7 @@ def test_shipped_configs_parse():
     assert {"qwen2.5-7b-stage1", "qwen2.5-7b-stage2", "phi3.5-mini-stage1", "phi3.5-mini-stage2",
             "tiny-align", "tiny-instruct"} <= names.keys()
     for name, path in names.items():
-        config = load_config(path, ["data.train=x.json", "model.tokenizer=tok"] if name.startswith("tiny") else [])
+        config = load_config(path, ["data.train=x.json"] if name.startswith("tiny") else [])
         assert config.stage.name in ("align", "instruct")
     stage2 = load_config(names["qwen2.5-7b-stage2"])
     assert (stage2.stage.llm_mode, stage2.stage.llm_lora.r, stage2.stage.llm_lora.alpha) == ("lora", 512, 256)
@@ -139,15 +146,15 @@ def _one_backward(model, processor, dataset: Path):
 
 
 @pytest.mark.parametrize("name, extra, trained", [
-    ("tiny-align", (), {"projector"}),
-    ("tiny-instruct", (), {"projector", "lora"}),
-    ("tiny-instruct", ("stage.train_llm=full",), {"projector", "language_model"}),
-    ("tiny-instruct", ("stage.train_vision=lora", "stage.vision_lora.r=4"), {"projector", "lora"}),
-    ("tiny-instruct", ("stage.train_vision=full", "model.vision_select_layer=-1"),
+    (("tiny-align",), (), {"projector"}),
+    (SCRATCH_INSTRUCT, (), {"projector", "lora"}),
+    (SCRATCH_INSTRUCT, ("stage.train_llm=full",), {"projector", "language_model"}),
+    (SCRATCH_INSTRUCT, ("stage.train_vision=lora", "stage.vision_lora.r=4"), {"projector", "lora"}),
+    (SCRATCH_INSTRUCT, ("stage.train_vision=full", "model.vision_select_layer=-1"),
      {"projector", "lora", "vision_model"}),
 ])
 def test_only_the_stage_parameters_get_gradients(dataset, tmp_path, name, extra, trained):
-    model, processor = _stage_model(dataset, tmp_path, name, *extra)
+    model, processor = _stage_model(dataset, tmp_path, *name, *extra)
     _one_backward(model, processor, dataset)
     for pname, param in model.named_parameters():
         kind = "projector" if pname.startswith("projector.") else "lora" if "lora_" in pname else pname.split(".")[0]
@@ -165,7 +172,7 @@ def test_only_the_stage_parameters_get_gradients(dataset, tmp_path, name, extra,
 
 
 def test_prompt_and_visual_positions_carry_no_loss(dataset, tmp_path):
-    model, processor = _stage_model(dataset, tmp_path, "tiny-instruct")
+    model, processor = _stage_model(dataset, tmp_path, *SCRATCH_INSTRUCT)
     batch, out = _one_backward(model, processor, dataset)
     labelled_next = batch["labels"][0, 1:] != -100  # position t predicts token t+1
     grad_rows = out.logits.grad[0, :-1].abs().sum(-1) != 0  # [S-1]
@@ -178,7 +185,7 @@ def test_prompt_and_visual_positions_carry_no_loss(dataset, tmp_path):
 
 # ---------------------------------------------------------------- the loop
 def test_overfitting_one_batch_drops_the_loss_by_90_percent(dataset, tmp_path):
-    config = _config(dataset, tmp_path / "run", "tiny-instruct", "stage.train_llm=full", "optim.lr=3e-3",
+    config = _config(dataset, tmp_path / "run", *SCRATCH_INSTRUCT, "stage.train_llm=full", "optim.lr=3e-3",
                      "optim.max_steps=80", "optim.micro_batch_size=2", "output.save_every=0",
                      "data.sample=uniform", "data.seed=3")
     # one batch: a 2-sample dataset, so every step sees the same two samples
@@ -218,7 +225,7 @@ def test_an_engine_option_gives_the_same_step(dataset, tmp_path, option, atol):
     runs = []
     for flag in ("false", "true"):
         out = tmp_path / flag
-        train(_config(dataset, out, "tiny-instruct", "optim.max_steps=2", f"{option}={flag}"))
+        train(_config(dataset, out, *SCRATCH_INSTRUCT, "optim.max_steps=2", f"{option}={flag}"))
         runs.append(_trainable(out, 2))
     _assert_close(*runs, atol=atol)
 
@@ -245,7 +252,7 @@ def test_engine_compile_reaches_the_trainer(dataset, tmp_path, monkeypatch, flag
 
     calls = []
     monkeypatch.setattr(trainer, "compile_blocks", lambda model: calls.append(type(model).__name__))
-    train(_config(dataset, tmp_path, "tiny-instruct", "optim.max_steps=1", f"engine.compile={str(flag).lower()}"))
+    train(_config(dataset, tmp_path, *SCRATCH_INSTRUCT, "optim.max_steps=1", f"engine.compile={str(flag).lower()}"))
     assert calls == (["VideoCCAMForConditionalGeneration"] if flag else [])
 
 
@@ -278,7 +285,7 @@ def test_turn_weights_give_a_weighted_mean_loss(dataset, tmp_path):
     for name, weights, extra in (("plain", [None] * 8, ()), ("ones", [1] * 8, ()), ("common", [0.5] * 8, ()),
                                  ("uneven", uneven, ()),
                                  ("uneven-acc", uneven, ("optim.micro_batch_size=1", "optim.grad_accum=2"))):
-        config = _config(dataset, tmp_path / name, "tiny-instruct", "optim.max_steps=2", "optim.micro_batch_size=2",
+        config = _config(dataset, tmp_path / name, *SCRATCH_INSTRUCT, "optim.max_steps=2", "optim.micro_batch_size=2",
                          *extra)
         config.data.train = _weighted(dataset, tmp_path / f"{name}.json", weights)
         train(config)
@@ -300,7 +307,7 @@ def test_turn_weight_ratio_switches_the_weights_off_after_its_share_of_the_steps
     runs, logs = {}, {}
     for name, weights, ratio in (("plain", [None] * 8, 1.0), ("plain-half", [None] * 8, 0.5), ("off", uneven, 0.0),
                                  ("half", uneven, 0.5), ("full", uneven, 1.0)):
-        config = _config(dataset, tmp_path / name, "tiny-instruct", "optim.max_steps=4", "optim.micro_batch_size=2",
+        config = _config(dataset, tmp_path / name, *SCRATCH_INSTRUCT, "optim.max_steps=4", "optim.micro_batch_size=2",
                          f"optim.turn_weight_ratio={ratio}")
         config.data.train = _weighted(dataset, tmp_path / f"{name}.json", weights)
         train(config)
@@ -327,7 +334,7 @@ def test_max_steps_equal_to_whole_epochs_trains_what_the_epochs_train(dataset, t
     runs = {}
     for name, length in (("epochs", ("optim.epochs=2", "optim.max_steps=null")), ("steps", ("optim.max_steps=8",)),
                          ("short", ("optim.max_steps=6",))):
-        config = _config(dataset, tmp_path / name, "tiny-instruct", *length, *common)
+        config = _config(dataset, tmp_path / name, *SCRATCH_INSTRUCT, *length, *common)
         config.data.train = _weighted(dataset, tmp_path / f"{name}.json", [4, 0, 1, 1, 2.5, 1, 0.5, 1])
         train(config)
         runs[name] = _step_records(tmp_path / name)
@@ -343,7 +350,7 @@ def test_max_steps_equal_to_whole_epochs_trains_what_the_epochs_train(dataset, t
 def test_warmup_stable_decay_takes_its_decay_steps_from_schedule_kwargs(dataset, tmp_path):
     """optim.schedule_kwargs reaches the schedule: 8 steps = 2 of warm-up, 4 stable at optim.lr, 2 of
     cosine decay. Without num_decay_steps, or with a schedule the trainer cannot step, a ConfigError."""
-    config = _config(dataset, tmp_path / "wsd", "tiny-instruct", "optim.max_steps=8", "optim.micro_batch_size=2",
+    config = _config(dataset, tmp_path / "wsd", *SCRATCH_INSTRUCT, "optim.max_steps=8", "optim.micro_batch_size=2",
                      "optim.lr=0.01", "optim.warmup_ratio=0.25", "optim.schedule=warmup_stable_decay",
                      "optim.schedule_kwargs={num_decay_steps: 2}")
     train(config)
@@ -351,38 +358,38 @@ def test_warmup_stable_decay_takes_its_decay_steps_from_schedule_kwargs(dataset,
     assert lrs == pytest.approx([0.0, 0.005, 0.01, 0.01, 0.01, 0.01, 0.01, 0.005])
     with pytest.raises(ConfigError, match=r"optim.schedule=warmup_stable_decay with optim.schedule_kwargs=\{\}: "
                                           r".*num_decay_steps"):
-        train(_config(dataset, tmp_path / "bare", "tiny-instruct", "optim.max_steps=1",
+        train(_config(dataset, tmp_path / "bare", *SCRATCH_INSTRUCT, "optim.max_steps=1",
                       "optim.schedule=warmup_stable_decay"))
     with pytest.raises(ConfigError, match="optim.schedule=reduce_lr_on_plateau: the trainer steps"):
-        _config(dataset, tmp_path / "plateau", "tiny-instruct", "optim.schedule=reduce_lr_on_plateau")
+        _config(dataset, tmp_path / "plateau", *SCRATCH_INSTRUCT, "optim.schedule=reduce_lr_on_plateau")
     with pytest.raises(ConfigError, match="optim.schedule='cosinus': unknown; known: linear, cosine"):
-        _config(dataset, tmp_path / "typo", "tiny-instruct", "optim.schedule=cosinus")
+        _config(dataset, tmp_path / "typo", *SCRATCH_INSTRUCT, "optim.schedule=cosinus")
 
 
 def test_turn_weight_ratio_out_of_range_is_a_config_error(dataset, tmp_path):
     with pytest.raises(ConfigError, match=r"optim.turn_weight_ratio must be in \[0, 1\], got 1.5"):
-        _config(dataset, tmp_path / "run", "tiny-instruct", "optim.turn_weight_ratio=1.5")
+        _config(dataset, tmp_path / "run", *SCRATCH_INSTRUCT, "optim.turn_weight_ratio=1.5")
 
 
 def test_two_processes_equal_one_process_on_the_same_global_batch(dataset, tmp_path):
     """torchrun (gloo): 2 x micro-batch 1 == 1 x micro-batch 2; both ranks hold identical weights."""
     one, two = tmp_path / "one", tmp_path / "two"
-    _torchrun(1, ["tiny-instruct", *_overrides(dataset, one, "optim.micro_batch_size=2")])
-    _torchrun(2, ["tiny-instruct", *_overrides(dataset, two, "optim.micro_batch_size=1")])
+    _torchrun(1, [*SCRATCH_INSTRUCT, *_overrides(dataset, one, "optim.micro_batch_size=2")])
+    _torchrun(2, [*SCRATCH_INSTRUCT, *_overrides(dataset, two, "optim.micro_batch_size=1")])
     _assert_close(_trainable(one, 4), _trainable(two, 4), atol=1e-5)
     end = [json.loads(line) for line in (two / "log.jsonl").read_text().splitlines()][-1]
     digests = end["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     # the same global batch over accumulation: 1 process x 2 micro-steps of 1
     acc = tmp_path / "acc"
-    _torchrun(1, ["tiny-instruct", *_overrides(dataset, acc, "optim.micro_batch_size=1", "optim.grad_accum=2")])
+    _torchrun(1, [*SCRATCH_INSTRUCT, *_overrides(dataset, acc, "optim.micro_batch_size=1", "optim.grad_accum=2")])
     _assert_close(_trainable(one, 4), _trainable(acc, 4), atol=1e-5)
 
 
 def test_fsdp2_equals_one_process(dataset, tmp_path):
     one, fsdp = tmp_path / "one", tmp_path / "fsdp"
-    train(_config(dataset, one, "tiny-instruct", "optim.micro_batch_size=2"))
-    _torchrun(2, ["tiny-instruct", *_overrides(dataset, fsdp, "optim.micro_batch_size=1", "engine.strategy=fsdp")])
+    train(_config(dataset, one, *SCRATCH_INSTRUCT, "optim.micro_batch_size=2"))
+    _torchrun(2, [*SCRATCH_INSTRUCT, *_overrides(dataset, fsdp, "optim.micro_batch_size=1", "engine.strategy=fsdp")])
     _assert_close(_trainable(one, 4), _trainable(fsdp, 4), atol=1e-5)
     _assert_close(load_file(one / "final" / "model.safetensors"), load_file(fsdp / "final" / "model.safetensors"),
                   atol=1e-5)
@@ -394,8 +401,8 @@ def test_kill_and_resume_equals_an_uninterrupted_run(dataset, tmp_path):
     extra = ("optim.max_steps=8", "optim.micro_batch_size=2", "output.save_every=1", "output.keep_last=2",
              "stage.llm_lora.dropout=0.1", "optim.warmup_ratio=0.25")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    train(_config(dataset, straight, "tiny-instruct", *extra))
-    cmd = [sys.executable, "-m", "videoccam.cli", "train", "tiny-instruct", *_overrides(dataset, killed, *extra)]
+    train(_config(dataset, straight, *SCRATCH_INSTRUCT, *extra))
+    cmd = [sys.executable, "-m", "videoccam.cli", "train", *SCRATCH_INSTRUCT, *_overrides(dataset, killed, *extra)]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     target = killed / "checkpoints" / "step-00000003" / "COMPLETE"
     deadline = time.monotonic() + 240
@@ -429,6 +436,133 @@ def test_resuming_a_finished_run_changes_nothing(dataset, tmp_path):
     _assert_close(before, _trainable(tmp_path, 2), atol=0.0)
 
 
+# ---------------------------------------------------------------- the run folder: never clobbered
+def _snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file under ``folder``: its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _run_id(run: Path) -> str:
+    return json.loads((run / "run.json").read_text())["run_id"]
+
+
+def test_an_existing_run_folder_is_refused_and_left_as_it_was(dataset, tmp_path):
+    """A new run in a folder that holds a run (same config or another) is a ConfigError naming the folder
+    and both ways out, and nothing on disk changes; a folder with only other files is no run."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "notes.txt").write_text("mine")  # a folder with files of its own but no run is fine
+    train(_config(dataset, run, "tiny-align", "optim.max_steps=2"))
+    assert (run / "final" / "config.json").is_file() and (run / "notes.txt").read_text() == "mine"
+    assert len(_run_id(run)) == 32
+    before = _snapshot(run)
+    for extra in ((), ("optim.lr=0.5",)):
+        with pytest.raises(ConfigError, match=rf"output\.dir={run} already holds a run .*--resume to continue "
+                                              r"it or --overwrite to replace it"):
+            train(_config(dataset, run, "tiny-align", "optim.max_steps=2", *extra))
+        assert _snapshot(run) == before
+    for name in ("config.yaml", "log.jsonl", "checkpoints", "final"):  # any one artefact is a run
+        lone = tmp_path / f"lone-{name}"
+        (lone / name).parent.mkdir(parents=True, exist_ok=True)
+        (lone / name).mkdir() if name in ("checkpoints", "final") else (lone / name).write_text("")
+        with pytest.raises(ConfigError, match=f"already holds a run \\({name}\\)"):
+            train(_config(dataset, lone, "tiny-align", "optim.max_steps=1"))
+    with pytest.raises(ConfigError, match="resume and overwrite exclude each other"):
+        train(_config(dataset, run, "tiny-align", "optim.max_steps=2"), resume=True, overwrite=True)
+    assert _snapshot(run) == before
+
+
+def test_overwrite_replaces_the_old_run_and_nothing_else(dataset, tmp_path):
+    """overwrite=True deletes the old run's artefacts (its later checkpoints, log, final, config, run id)
+    and trains exactly what a run in an empty folder trains; other files in the folder stay."""
+    run, fresh = tmp_path / "run", tmp_path / "fresh"
+    train(_config(dataset, run, "tiny-align", "optim.max_steps=4", "output.save_every=1", "output.keep_last=4",
+                  "optim.lr=0.5"))
+    old_id = _run_id(run)
+    (run / "mine").mkdir()
+    (run / "mine" / "notes.txt").write_text("keep me")
+    (run / "data.json").write_text("[]")
+    new = ("optim.max_steps=2", "output.save_every=1", "output.keep_last=4")
+    final = train(_config(dataset, run, "tiny-align", *new), overwrite=True)
+    train(_config(dataset, fresh, "tiny-align", *new))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000001", "step-00000002"]
+    assert [r["step"] for r in _step_records(run)] == [1, 2]
+    assert _run_id(run) != old_id and torch.load(run / "checkpoints" / "step-00000002" / "trainer_state.pt",
+                                                  weights_only=False)["run_id"] == _run_id(run)
+    assert load_config(run / "config.yaml").optim.lr == 1e-3  # the new run's config, not the old one's
+    assert (final / "model.safetensors").is_file()
+    _assert_close(_trainable(run, 2), _trainable(fresh, 2), atol=0.0)
+    _assert_close(load_file(final / "model.safetensors"), load_file(fresh / "final" / "model.safetensors"), atol=0.0)
+    assert (run / "mine" / "notes.txt").read_text() == "keep me" and (run / "data.json").read_text() == "[]"
+    # and an overwrite of a missing folder is a plain fresh start
+    assert (train(_config(dataset, tmp_path / "new", "tiny-align", "optim.max_steps=1"), overwrite=True)
+            / "model.safetensors").is_file()
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(dataset, tmp_path):
+    """--resume continues the folder's own run: another run's checkpoint (copied in as the newest one, or
+    named by path) is refused, naming both run ids, and the folder is left as it was."""
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    extra = ("optim.max_steps=4", "output.save_every=2")
+    train(_config(dataset, ours, "tiny-align", *extra))
+    train(_config(dataset, theirs, "tiny-align", *extra))
+    ours_id, theirs_id = _run_id(ours), _run_id(theirs)
+    shutil.copytree(theirs / "checkpoints" / "step-00000004", ours / "checkpoints" / "step-00000009")
+    before = _snapshot(ours)
+    cmd = [sys.executable, "-m", "videoccam.cli", "train", "tiny-align", *_overrides(dataset, ours, *extra), "--resume"]
+    result = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert f"the checkpoint belongs to run {theirs_id}, but {ours} holds run {ours_id}" in result.stderr
+    assert _snapshot(ours) == before
+    shutil.rmtree(ours / "checkpoints" / "step-00000009")
+    with pytest.raises(ConfigError, match=f"belongs to run {theirs_id}, but {ours} holds run {ours_id}"):
+        train(_config(dataset, ours, "tiny-align", *extra), resume=str(theirs / "checkpoints" / "step-00000004"))
+    # its own checkpoint resumes (the finished run: nothing more to train)
+    train(_config(dataset, ours, "tiny-align", *extra), resume=str(ours / "checkpoints" / "step-00000004"))
+
+
+def test_a_run_that_fails_to_start_writes_nothing(dataset, tmp_path):
+    """A missing model.checkpoint or data file is a clear error before the run folder is touched, so the
+    corrected command is not refused as an existing run."""
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match=rf"model\.checkpoint={tmp_path / 'nope'}: no such folder"):
+        train(load_config(resolve_config("tiny-instruct"), [f"data.train={dataset / 'data.json'}",
+                                                            f"model.checkpoint={tmp_path / 'nope'}",
+                                                            f"output.dir={run}"]))
+    with pytest.raises(FileNotFoundError):
+        train(_config(dataset, run, "tiny-align", f"data.train={tmp_path / 'missing.json'}"))
+    assert not run.exists()
+
+
+def test_the_tiny_configs_chain_through_the_cli(dataset, tmp_path):
+    """The README's two commands, as typed, in a fresh folder: tiny-align needs only its data, and
+    tiny-instruct only its data (it reads tiny-align's output, runs/tiny-align/final); both exit 0 and
+    stage 2's final model loads, with stage 1's weights where stage 2 did not train."""
+    records = json.loads((dataset / "data.json").read_text())
+    for record in records:
+        key = "video" if "video" in record else "image"
+        record[key] = f"media/{record[key]}"
+    (tmp_path / "data.json").write_text(json.dumps(records))
+    (tmp_path / "media").symlink_to(dataset / "media")
+    outputs = []
+    for name in ("tiny-align", "tiny-instruct"):
+        result = subprocess.run([sys.executable, "-m", "videoccam.cli", "train", name, "data.train=data.json"],
+                                cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=240)
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs.append(result.stdout.strip().splitlines()[-1])
+    assert outputs == ["runs/tiny-align/final", "runs/tiny-instruct/final"]
+    stage1, stage2 = (tmp_path / out for out in outputs)
+    assert load_config(stage2.parent / "config.yaml").model.checkpoint == "runs/tiny-align/final"
+    model, processor = load_trained(stage2)
+    assert torch.isfinite(_logits(model, processor, dataset)).all()
+    first, second = load_file(stage1 / "model.safetensors"), load_file(stage2 / "model.safetensors")
+    vision = [k for k in first if k.startswith("vision_model.")]
+    assert vision and all(torch.equal(first[k], second[k]) for k in vision)  # frozen in both stages
+    projector = [k for k in first if k.startswith("projector.")]
+    assert projector and any(not torch.equal(first[k], second[k]) for k in projector)  # trained further
+
+
 # ---------------------------------------------------------------- outputs
 def _logits(model, processor, dataset: Path) -> torch.Tensor:
     conv = [{"role": "user", "content": "<video>\nwhat happens in the video ?"}]
@@ -438,8 +572,8 @@ def _logits(model, processor, dataset: Path) -> torch.Tensor:
 
 
 def test_merged_and_adapter_outputs_load_to_the_same_model(dataset, tmp_path):
-    merged = train(_config(dataset, tmp_path / "merged", "tiny-instruct", "stage.train_vision=lora"))
-    adapter = train(_config(dataset, tmp_path / "adapter", "tiny-instruct", "stage.train_vision=lora",
+    merged = train(_config(dataset, tmp_path / "merged", *SCRATCH_INSTRUCT, "stage.train_vision=lora"))
+    adapter = train(_config(dataset, tmp_path / "adapter", *SCRATCH_INSTRUCT, "stage.train_vision=lora",
                             "stage.save_adapter=true"))
     assert (adapter / "adapters" / "language_model" / "adapter_config.json").is_file()
     assert (adapter / "adapters" / "vision_model" / "adapter_config.json").is_file()
@@ -463,7 +597,7 @@ def test_merged_and_adapter_outputs_load_to_the_same_model(dataset, tmp_path):
 def test_a_checkpoint_can_continue_with_plain_cross_attention(dataset, tmp_path, save_adapter):
     """model.projector.mask=none on top of a checkpoint (the ablation's plain variant after a shared stage 1):
     the loaded projector's first query then sees later frames; shape fields stay refused."""
-    final = train(_config(dataset, tmp_path / "run", "tiny-instruct", "optim.max_steps=1",
+    final = train(_config(dataset, tmp_path / "run", *SCRATCH_INSTRUCT, "optim.max_steps=1",
                           f"stage.save_adapter={str(save_adapter).lower()}"))
     frames = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))  # [T, C, H, W]
     changed = frames.clone()
@@ -483,12 +617,12 @@ def test_a_checkpoint_can_continue_with_plain_cross_attention(dataset, tmp_path,
         load_config(resolve_config("tiny-instruct"), [
             "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", "model.vision_config={}",
             "model.text_config={}", f"model.checkpoint={final}", "model.projector={num_query: 4}"])
-    # backbone configs would be ignored by a checkpoint (tiny-instruct builds from scratch with both)
+    # backbone configs would be ignored by a checkpoint (tiny-align builds from scratch with both)
     with pytest.raises(ConfigError, match=r"model\.vision_config\.hidden_size: a checkpoint keeps"):
-        load_config(resolve_config("tiny-instruct"), [
+        load_config(resolve_config("tiny-align"), [
             "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", f"model.checkpoint={final}"])
     with pytest.raises(ConfigError, match=r"model\.text_config\.num_hidden_layers: a checkpoint keeps"):
-        load_config(resolve_config("tiny-instruct"), [
+        load_config(resolve_config("tiny-align"), [
             "data.train=x.json", "model.from_scratch=false", "model.tokenizer=null", "model.vision_config={}",
             "model.text_config={num_hidden_layers: 4}", f"model.checkpoint={final}"])
     with pytest.raises(ConfigError, match="mask"):

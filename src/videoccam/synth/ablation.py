@@ -257,10 +257,11 @@ def run_in_child(fn: Callable[..., T], *args: Any) -> T:
 
 
 def _train(config: Any) -> Path:
-    """:func:`videoccam.train.train`, looked up when called (a function the child can be sent by name)."""
+    """:func:`videoccam.train.train`, looked up when called (a function the child can be sent by name);
+    a stage 1 that an earlier ablation left unfinished continues from its last checkpoint."""
     from videoccam.train import train
 
-    return train(config)
+    return train(config, resume=True)
 
 
 def _processor(config: Any) -> Any:
@@ -299,8 +300,8 @@ def run_variant(job: VariantJob) -> list[dict[str, Any]]:
     final = run_dir / "final"
     t0 = time.perf_counter()
     config = load_config(resolve_config(job.config), [*job.overrides, f"output.dir={run_dir}"])
-    if not job.trained():  # a finished variant is not trained again
-        train(config)
+    if not job.trained():  # a finished variant is not trained again; an unfinished one continues
+        train(config, resume=True)
     train_s = time.perf_counter() - t0
     # scored where it trained
     model = AutoModelForImageTextToText.from_pretrained(final).to(training_device(config.engine)).eval()

@@ -36,6 +36,9 @@ from videoccam.train.config import LoraSettings, ModelSettings, StageSettings
 logger = logging.getLogger(__name__)
 
 PLACEHOLDER_TOKENS = ("<image>", "<video>")
+# model.tokenizer names that need no files: the tiny byte-level BPE of videoccam.testing (any text
+# encodes; chat specials and placeholders included), which the shipped tiny configs build on
+BUILTIN_TOKENIZERS = ("builtin:tiny",)
 COMPONENTS = ("vision_model", "projector", "language_model")
 
 
@@ -49,6 +52,34 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenize
             raise ConfigError("model.tokenizer: the tokenizer has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def load_tokenizer(source: str) -> PreTrainedTokenizerBase:
+    """``model.tokenizer`` (or ``model.llm``): a builtin name (:data:`BUILTIN_TOKENIZERS`), a folder or a
+    hub id."""
+    if source == "builtin:tiny":
+        from videoccam.testing import make_tiny_tokenizer
+
+        return make_tiny_tokenizer()
+    if source.startswith("builtin:"):
+        raise ConfigError(f"model.tokenizer={source}: unknown builtin tokenizer "
+                          f"(known: {', '.join(BUILTIN_TOKENIZERS)})")
+    return AutoTokenizer.from_pretrained(source)
+
+
+def _load_checkpoint(settings: ModelSettings, dtype: torch.dtype) -> VideoCCAMForConditionalGeneration:
+    """``from_pretrained(model.checkpoint)``; a source that is neither a folder here nor a loadable hub
+    id is a ConfigError naming it (not transformers' repo-id complaint about a mistyped path)."""
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": settings.attn_implementation,
+                              **temporal_overrides(settings)}
+    if Path(settings.checkpoint).is_dir():
+        return VideoCCAMForConditionalGeneration.from_pretrained(settings.checkpoint, **kwargs)
+    try:
+        return VideoCCAMForConditionalGeneration.from_pretrained(settings.checkpoint, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"model.checkpoint={settings.checkpoint}: no such folder (from {Path.cwd()}), and "
+                          f"it did not load as a hub id ({err}); give a previous stage's final/ folder, e.g. "
+                          "the output.dir/final of its run") from err
 
 
 def _projector_config(settings: ModelSettings, vision_hidden: int, text_hidden: int) -> dict[str, Any]:
@@ -89,16 +120,13 @@ def build_model(settings: ModelSettings, num_frames: int = 16,
             model, processor = load_trained(settings.checkpoint)
             model.to(dtype)
         else:
-            model = VideoCCAMForConditionalGeneration.from_pretrained(
-                settings.checkpoint, dtype=dtype, attn_implementation=settings.attn_implementation,
-                **temporal_overrides(settings),
-            )
+            model = _load_checkpoint(settings, dtype)
             processor = AutoProcessor.from_pretrained(settings.checkpoint)
         _set_projector_options(model, settings.projector)
         processor.num_frames = num_frames
         return model, processor
 
-    tokenizer = _prepare_tokenizer(AutoTokenizer.from_pretrained(settings.tokenizer or settings.llm))
+    tokenizer = _prepare_tokenizer(load_tokenizer(settings.tokenizer or settings.llm))
     if settings.from_scratch:
         return _build_from_scratch(settings, tokenizer, num_frames)
 

@@ -40,7 +40,7 @@ class ModelSettings:
     checkpoint: str | None = None
     vision: str | None = None  # SigLIP vision model (name/path; with from_scratch: a config source, may be None)
     llm: str | None = None  # causal LM (name/path; with from_scratch: a config source, may be None)
-    tokenizer: str | None = None  # default: the llm (or the checkpoint)
+    tokenizer: str | None = None  # name/path, or builtin:tiny (no files); default: the llm (or the checkpoint)
     from_scratch: bool = False
     vision_config: dict[str, Any] = field(default_factory=dict)  # overrides / the whole config when from_scratch
     text_config: dict[str, Any] = field(default_factory=dict)

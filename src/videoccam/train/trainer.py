@@ -34,7 +34,7 @@ from videoccam.hf_compat import enable_activation_checkpointing
 from videoccam.processing.processor import IGNORE_INDEX
 from videoccam.train.build import apply_stage, build_model, format_summary, trainable_summary
 from videoccam.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
-from videoccam.train.config import TrainConfig, config_to_dict, dump_config
+from videoccam.train.config import TrainConfig, config_to_dict
 from videoccam.train.data import LlavaDataset, ResumableBatchSampler, collate
 from videoccam.train.distributed import (
     DistContext,
@@ -44,6 +44,15 @@ from videoccam.train.distributed import (
     wrap_model,
 )
 from videoccam.train.export import save_final
+from videoccam.train.run_folder import (
+    CONFIG_FILE,
+    LOG_FILE,
+    TENSORBOARD_DIR,
+    check_checkpoint_run,
+    check_run_folder,
+    prepare_run_folder,
+    read_run_id,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +135,7 @@ def _find_resume(run_dir: Path, resume: bool | str | None) -> Path | None:
 
 def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
     """A resume must use the config that wrote the checkpoints (output options may change)."""
-    saved_path = run_dir / "config.yaml"
+    saved_path = run_dir / CONFIG_FILE
     if not saved_path.is_file():
         return
     import yaml
@@ -139,6 +148,16 @@ def _check_resume_config(run_dir: Path, config: TrainConfig) -> None:
         raise ConfigError(f"cannot resume {run_dir}: the config differs from the saved one in {', '.join(changed)}")
 
 
+def _check_tensorboard(config: TrainConfig) -> None:
+    """``output.tensorboard`` needs its package: found out before the run folder is written."""
+    if config.output.tensorboard:
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError as err:
+            raise ConfigError("output.tensorboard=true needs the tensorboard package "
+                              "(pip install tensorboard)") from err
+
+
 class _Logger:
     """Rank-0 JSONL log (+ optional TensorBoard)."""
 
@@ -148,14 +167,11 @@ class _Logger:
         self.tb = None
         if not self.active:
             return
-        self.file = (run_dir / "log.jsonl").open("a")
+        self.file = (run_dir / LOG_FILE).open("a")
         if config.output.tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as err:
-                raise ConfigError("output.tensorboard=true needs the tensorboard package "
-                                  "(pip install tensorboard)") from err
-            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / TENSORBOARD_DIR))
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.active:
@@ -174,33 +190,39 @@ class _Logger:
             self.tb.close()
 
 
-def train(config: TrainConfig, *, resume: bool | str | None = None) -> Path:
+def train(config: TrainConfig, *, resume: bool | str | None = None, overwrite: bool = False) -> Path:
     """Train as ``config`` says; return the final output folder (``<output.dir>/final``).
 
     Args:
         config: the run (see :mod:`videoccam.train.config`).
         resume: ``True`` / ``"latest"``: continue from the newest complete checkpoint of
-            ``output.dir`` (from scratch if there is none); a path: that checkpoint.
+            ``output.dir`` (from scratch if there is none); a path: that checkpoint. The checkpoint
+            must belong to the run in ``output.dir`` (same run id).
+        overwrite: replace the run that ``output.dir`` holds: its artefacts (checkpoints, log,
+            config, final output) are deleted before the new run writes; nothing else there is.
+
+    An ``output.dir`` that holds a run is refused (:class:`~videoccam.errors.ConfigError`) unless
+    ``resume`` or ``overwrite`` is given; see :mod:`videoccam.train.run_folder`. Errors in the config,
+    the model source or the data are raised before anything is written there.
 
     Under ``torchrun`` every process calls this; rank 0 writes logs and the final folder.
     """
     config.validate()
     ctx = setup_distributed(config.engine)
     try:
-        return _train(config, ctx, resume)
+        return _train(config, ctx, resume, overwrite)
     finally:
         teardown_distributed(ctx)
 
 
-def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> Path:
+def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None, overwrite: bool) -> Path:
     run_dir = Path(config.output.dir)
+    check_run_folder(run_dir, resume=bool(resume), overwrite=overwrite)
     resume_from = _find_resume(run_dir, resume)
     if resume_from is not None:
         _check_resume_config(run_dir, config)
-    if ctx.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        dump_config(config, run_dir / "config.yaml")
-    ctx.barrier()
+        check_checkpoint_run(resume_from, run_dir)
+    _check_tensorboard(config)
 
     model, processor = build_model(config.model, config.data.num_frames)
     apply_stage(model, config.stage)
@@ -255,6 +277,16 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
         saved_rng = saved["rng"]
         logger.info("resumed from %s at step %d (epoch %d)", resume_from, state.step, state.epoch)
 
+    # the run folder changes only now, when the model, data and checkpoint have loaded: a run that
+    # fails to start leaves it as it was (and is not refused as an existing run when started again)
+    ctx.barrier()  # every rank has checked the folder before rank 0 changes it
+    if ctx.is_main:
+        prepare_run_folder(run_dir, config, overwrite=overwrite, fresh=resume_from is None)
+    ctx.barrier()
+    run_id = read_run_id(run_dir)
+    if ctx.is_main:
+        logger.info("run %s in %s", run_id, run_dir)
+
     log = _Logger(run_dir, config, ctx)
     progress = None
     if ctx.is_main and config.output.progress:
@@ -299,7 +331,7 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
                 every = config.output.save_every
                 if (every and state.step % every == 0) or state.step == total_steps:
                     trainer_state = {"scheduler": scheduler.state_dict(), "sampler": sampler.state_dict(),
-                                     "state": dataclasses.asdict(state)}
+                                     "state": dataclasses.asdict(state), "run_id": run_id}
                     save_checkpoint(run_dir, state.step, wrapped, optimizer, trainer_state, ctx,
                                     config.output.keep_last)
                 if state.step >= total_steps:
@@ -318,7 +350,7 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None) -> 
         if len(set(digests)) > 1:
             logger.error("the ranks' trainable weights differ at the end (digests %s): replicas diverged", digests)
         if ctx.is_main:
-            with (run_dir / "log.jsonl").open("a") as f:
+            with (run_dir / LOG_FILE).open("a") as f:
                 f.write(json.dumps(log_end) + "\n")
     final = save_final(run_dir, wrapped, model, processor, config, ctx)
     if ctx.is_main:
