@@ -68,6 +68,76 @@ def test_help():
         assert run(*args, "--help").returncode == 0
 
 
+# --- the light entry point: videoccam_cli ------------------------------------------------------------
+HEAVY = ("torch", "transformers", "videoccam")
+
+
+def run_snippet(code: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_help_and_version_import_neither_videoccam_nor_torch():
+    """--help, chat --help and --version are answered by videoccam_cli alone (the stdlib): none of
+    torch, transformers or any videoccam module (the package init imports transformers) is loaded."""
+    done = run_snippet(
+        "import sys, videoccam_cli\n"
+        "for argv in (['--help'], ['chat', '--help'], ['-q', 'chat', '--help'], ['--version'],\n"
+        "             ['train', '--help'], ['data', 'check', '--help'], ['make-tiny-checkpoint', '--help']):\n"
+        "    try:\n"
+        "        videoccam_cli.main(argv)\n"
+        "    except SystemExit as exit:\n"
+        "        assert exit.code in (0, None), (argv, exit.code)\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n")
+    assert done.stdout.splitlines()[-1] == "[]"
+    assert "--video" in done.stdout and "--resume" in done.stdout  # the invoked commands' options are there
+
+
+def test_only_the_invoked_command_imports_its_option_constants():
+    done = run_snippet(
+        "import sys, videoccam_cli\n"
+        "parser = videoccam_cli.build_parser(['chat'])\n"
+        "assert parser.parse_args(['chat', 'hi']).question == 'hi'\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))\n"
+        "videoccam_cli.build_parser()  # all commands: synth and ablate list the library's constants\n"
+        "print('videoccam.synth' in sys.modules)\n")
+    assert done.stdout.splitlines() == ["[]", "True"]
+
+
+def test_version():
+    from importlib.metadata import version
+
+    expected = f"videoccam {version('videoccam')}\n"
+    assert run("--version").stdout == expected
+    script = Path(sys.executable).parent / "videoccam"  # the console script, where installed next to python
+    commands = [[sys.executable, "-m", "videoccam", "--version"], [sys.executable, "-m", "videoccam_cli", "--version"]]
+    for command in commands + ([[str(script), "--version"]] if script.exists() else []):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert (done.returncode, done.stdout) == (0, expected), (command, done.stderr)
+
+
+def test_console_script_is_the_light_module():
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["videoccam"] == "videoccam_cli:main"
+    assert "videoccam_cli" in pyproject["tool"]["setuptools"]["py-modules"]
+    import videoccam_cli
+
+    assert main.__module__ == "videoccam.cli" and videoccam_cli.main is not main  # main delegates
+
+
+def test_chat_imports_neither_synth_nor_train():
+    """A chat on the bundled model loads the model, not the synthetic world or the trainer."""
+    first = EXAMPLE.parent / "first.mp4"
+    done = run_snippet(
+        "import sys, videoccam_cli\n"
+        f"code = videoccam_cli.main(['chat', '--video', {str(first)!r}, '--max-new-tokens', '4', '--no-stream', "
+        "'which colour flashed first ?'])\n"
+        "assert code == 0, code\n"
+        "print(sorted({m for m in sys.modules if m.startswith(('videoccam.synth', 'videoccam.train'))}))\n")
+    assert done.stdout.splitlines()[-1] == "[]", done.stdout
+
+
 # --- in-process: videoccam.cli.main ----------------------------------------------------------------
 QUESTIONS = ("what happens in the video ?", "which colour came first ?")
 CHAT_FLAGS = ("--num-frames", "6", "--max-new-tokens", "8")
