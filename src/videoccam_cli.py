@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
-__all__ = ["COMMANDS", "build_parser", "main"]
+__all__ = ["COMMANDS", "build_parser", "main", "missing_module_message"]
 
 PROG = "videoccam"
 IMPLEMENTATION = "videoccam.cli"  # the module holding the cmd_* functions
@@ -247,8 +248,67 @@ def _invoked_command(argv: Sequence[str]) -> str | None:
     return next((arg for arg in argv if not arg.startswith("-")), None)
 
 
+# --- missing optional dependencies ------------------------------------------------------------------------
+# import names that differ from the distribution names in pyproject.toml
+_IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL", "pysubs2": "pysubs2", "av": "av"}
+# the extra to name when a module belongs to several, by command
+_PREFERRED_EXTRA = {"chat": "video", "train": "train", "data": "train", "synth": "train", "ablate": "train"}
+_REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+
+
+def _import_name(distribution: str) -> str:
+    name = distribution.lower().replace("-", "_").replace(".", "_")
+    return _IMPORT_NAMES.get(name, name)
+
+
+def _requirements() -> list[tuple[str, str | None]]:
+    """``(import name, extra or None)`` for each requirement of the installed distribution."""
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        lines = requires(PROG) or []
+    except PackageNotFoundError:
+        return []
+    found = []
+    for line in lines:
+        name = _REQUIREMENT.match(line)
+        if name:
+            extra = _EXTRA_MARKER.search(line)
+            found.append((_import_name(name.group(1)), extra.group(1) if extra else None))
+    return found
+
+
+def missing_module_message(module: str, command: str | None = None) -> str | None:
+    """What to install when importing ``module`` (e.g. ``peft``, ``yaml.constructor``) failed.
+
+    Reads the extras of the installed ``videoccam`` distribution (``pyproject.toml``'s
+    ``[project.optional-dependencies]``). Where several extras hold the module, the one of
+    ``command`` wins (chat: ``video``; train, data, synth, ablate: ``train``), else the first one
+    that is not ``dev``.
+
+    Returns:
+        e.g. ``this command needs the 'train' extra: pip install "videoccam[train]" (missing module:
+        peft)``, or None when the module is not a requirement of videoccam.
+    """
+    top = module.split(".")[0]
+    places = [extra for name, extra in _requirements() if name == top]
+    if not places:
+        return None
+    if None in places:  # a core dependency: the installation is broken or was done without dependencies
+        return f"videoccam needs {top}, which is not installed: pip install \"{PROG}\" (missing module: {top})"
+    preferred = _PREFERRED_EXTRA.get(command or "")
+    extras = list(dict.fromkeys(places))
+    extra = preferred if preferred in extras else next((e for e in extras if e != "dev"), extras[0])
+    return f"this command needs the '{extra}' extra: pip install \"{PROG}[{extra}]\" (missing module: {top})"
+
+
 def _error_message(err: BaseException, command: str | None) -> str | None:
-    """The one-line message of an expected failure (bad input, a missing package), or None for a bug."""
+    """The one-line message of an expected failure (bad input, a missing extra), or None for a bug."""
+    if isinstance(err, ImportError) and err.name:
+        hint = missing_module_message(err.name, command)
+        if hint is not None:
+            return hint
     errors = sys.modules.get("videoccam.errors")  # loaded whenever a command has run
     expected = (ValueError, OSError, ImportError) + ((errors.VideoCCAMError,) if errors is not None else ())
     return str(err) if isinstance(err, expected) else None
@@ -258,7 +318,7 @@ def _error_message(err: BaseException, command: str | None) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``videoccam`` with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
 
-    Bad input ends with one line ``videoccam CMD: error: ...`` on
+    Bad input and missing optional packages end with one line ``videoccam CMD: error: ...`` on
     stderr and exit code 2 (argparse's own errors exit 2 too); Ctrl-C exits 130.
     """
     argv = list(sys.argv[1:] if argv is None else argv)

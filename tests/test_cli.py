@@ -73,7 +73,7 @@ HEAVY = ("torch", "transformers", "videoccam")
 
 
 def run_snippet(code: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     return done
 
@@ -113,7 +113,7 @@ def test_version():
     script = Path(sys.executable).parent / "videoccam"  # the console script, where installed next to python
     commands = [[sys.executable, "-m", "videoccam", "--version"], [sys.executable, "-m", "videoccam_cli", "--version"]]
     for command in commands + ([[str(script), "--version"]] if script.exists() else []):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
         assert (done.returncode, done.stdout) == (0, expected), (command, done.stderr)
 
 
@@ -124,6 +124,36 @@ def test_console_script_is_the_light_module():
     import videoccam_cli
 
     assert main.__module__ == "videoccam.cli" and videoccam_cli.main is not main  # main delegates
+
+
+def test_missing_module_names_the_extra():
+    from videoccam_cli import missing_module_message
+
+    assert missing_module_message("peft", "train") == (
+        "this command needs the 'train' extra: pip install \"videoccam[train]\" (missing module: peft)")
+    assert missing_module_message("av", "chat") == (
+        "this command needs the 'video' extra: pip install \"videoccam[video]\" (missing module: av)")
+    assert "'train' extra" in missing_module_message("yaml.constructor", "data")  # pyyaml: import name yaml
+    assert "'serve' extra" in missing_module_message("fastapi")
+    assert "'video' extra" in missing_module_message("pysubs2")  # the first extra that is not dev
+    assert "videoccam needs torch" in missing_module_message("torch", "chat")  # a core dependency
+    assert missing_module_message("flash_attn", "chat") is None  # not a requirement: the error as it is
+
+
+@pytest.mark.parametrize("blocked, argv, extra", [
+    ("av", ["chat", "--video", str(EXAMPLE.parent / "first.mp4"), "hi"], "video"),
+    ("yaml", ["train", "tiny-instruct"], "train"),
+])
+def test_a_missing_extra_is_one_line(blocked, argv, extra):
+    """A module of an extra made unimportable (None in sys.modules): the command names the extra."""
+    done = subprocess.run(
+        [sys.executable, "-c", (f"import sys; sys.modules[{blocked!r}] = None\n"
+                                f"import videoccam_cli; sys.exit(videoccam_cli.main({argv!r}))")],
+        capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines()[-1] == (f"videoccam {argv[0]}: error: this command needs the '{extra}' extra: "
+                                            f"pip install \"videoccam[{extra}]\" (missing module: {blocked})")
+    assert "Traceback" not in done.stderr
 
 
 def test_chat_imports_neither_synth_nor_train():
