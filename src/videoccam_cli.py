@@ -17,6 +17,7 @@ import re
 import sys
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 __all__ = ["COMMANDS", "build_parser", "main", "missing_module_message"]
 
@@ -72,10 +73,21 @@ def _add_chat(chat: argparse.ArgumentParser) -> None:
     chat.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                       help="print the answer as it is generated (default); --no-stream prints it when done")
     chat.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    chat.add_argument("--device", default="cpu", help="device_map for from_pretrained: cpu, cuda, auto")
+    chat.add_argument("--device", default="auto",
+                      help="auto (default: cuda if available, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    chat.add_argument("--device-map", default=None, metavar="MAP",
+                      help="spread the model over devices with transformers' device_map (e.g. auto; needs the "
+                      "accelerate package); replaces --device")
     chat.add_argument("--attn-implementation", default="sdpa",
                       choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
     _add_temporal_flags(chat)
+    chat.set_defaults(check=partial(_check_chat, chat))
+
+
+def _check_chat(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flag combinations argparse cannot check by itself (``parser.error``: exit 2, naming the flag)."""
+    if args.device_map is not None and args.device != "auto":
+        parser.error("--device-map replaces --device: give one of them")
 
 
 def _add_make_tiny_checkpoint(tiny: argparse.ArgumentParser) -> None:

@@ -168,6 +168,67 @@ def test_chat_imports_neither_synth_nor_train():
     assert done.stdout.splitlines()[-1] == "[]", done.stdout
 
 
+# accelerate made absent as transformers sees it (find_spec finds nothing) and as an import sees it
+WITHOUT_ACCELERATE = """
+import importlib.abc, importlib.util, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "accelerate":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+_find_spec = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.split(".")[0] == "accelerate" else _find_spec(name, package))
+import videoccam_cli
+sys.exit(videoccam_cli.main(sys.argv[1:]))
+"""
+
+
+def test_chat_needs_no_accelerate(tc_checkpoint):
+    """The README quick start installs the video extra only, which has no accelerate: the default
+    --device auto loads the model without device_map; --device-map says it needs accelerate."""
+    chat = ["chat", "--model", str(tc_checkpoint), "--video", str(EXAMPLE), "--num-frames", "4",
+            "--max-new-tokens", "3", "--no-stream", "hi"]
+    for extra, code in ([], 0), (["--device", "cpu"], 0), (["--device-map", "auto"], 2):
+        done = subprocess.run([sys.executable, "-c", WITHOUT_ACCELERATE, *chat, *extra], capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == code, (extra, done.stderr)
+    assert done.stderr.splitlines()[-1] == ("videoccam chat: error: --device-map auto needs the accelerate "
+                                            "package: pip install accelerate (or use --device)")
+
+
+@pytest.mark.skipif(torch.cuda.is_available() or torch.backends.mps.is_available(), reason="needs a CPU-only machine")
+def test_a_missing_device_is_one_line(capsys):
+    for device in ("cuda", "cuda:1", "mps"):
+        assert main(["chat", "--device", device, "--video", str(EXAMPLE), "hi"]) == 2
+        err = capsys.readouterr().err
+        kind = device.split(":")[0]
+        assert err == (f"videoccam chat: error: --device {device}: no {kind} device on this machine or in this "
+                       "torch build (available: cpu)\n")
+    assert main(["chat", "--device", "gpu0", "hi"]) == 2
+    assert capsys.readouterr().err == "videoccam chat: error: --device gpu0: not a device name (available: cpu)\n"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["chat", "--device", "cpu", "--device-map", "auto", "hi"])
+    assert exit_info.value.code == 2 and "--device-map replaces --device" in capsys.readouterr().err
+
+
+def test_device_auto_prefers_cuda_then_mps(monkeypatch):
+    from videoccam.cli import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == torch.device("cuda:0")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match=r"--device cuda:2: no such cuda device \(available: cuda:0, cuda:1, mps, cpu\)"):
+        resolve_device("cuda:2")
+
+
 # --- in-process: videoccam.cli.main ----------------------------------------------------------------
 QUESTIONS = ("what happens in the video ?", "which colour came first ?")
 CHAT_FLAGS = ("--num-frames", "6", "--max-new-tokens", "8")

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger("videoccam")
 
@@ -18,17 +23,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from transformers import AutoProcessor
 
     from videoccam.assets import default_model_path
-    from videoccam.configuration import temporal_overrides
-    from videoccam.modeling import VideoCCAMForConditionalGeneration
     from videoccam.session import AnswerStreamer, ChatSession
 
+    device = None if args.device_map is not None else resolve_device(args.device)  # fail before loading
     model_path = args.model if args.model is not None else str(default_model_path())
-    model = VideoCCAMForConditionalGeneration.from_pretrained(
-        model_path, dtype=getattr(torch, args.dtype), device_map=args.device,
-        attn_implementation=args.attn_implementation, **temporal_overrides(args),
-    )
+    model = _load_model(model_path, args, getattr(torch, args.dtype), device)
     processor = AutoProcessor.from_pretrained(model_path)
-    model.eval()
     session = ChatSession(  # decodes and encodes the media once, for every question
         model, processor, [*args.video, *args.image], kinds=["video"] * len(args.video) + ["image"] * len(args.image),
         video_kwargs={"num_frames": args.num_frames, "sample": args.sample},
@@ -47,6 +47,64 @@ def cmd_chat(args: argparse.Namespace) -> int:
         for question in _read_questions():
             answer(question)
     return 0
+
+
+def _load_model(model_path: str, args: argparse.Namespace, dtype: torch.dtype, device: torch.device | None):
+    """The model in eval mode: on ``device``, or spread by ``--device-map`` (which needs accelerate)."""
+    from videoccam.configuration import temporal_overrides
+    from videoccam.modeling import VideoCCAMForConditionalGeneration
+
+    kwargs = {"dtype": dtype, "attn_implementation": args.attn_implementation, **temporal_overrides(args)}
+    if args.device_map is None:  # the plain path: no accelerate needed
+        model = VideoCCAMForConditionalGeneration.from_pretrained(model_path, **kwargs).to(device)
+    else:
+        try:
+            found = importlib.util.find_spec("accelerate") is not None
+        except (ImportError, ValueError):  # ValueError: None in sys.modules
+            found = False
+        if not found:
+            raise ValueError(f"--device-map {args.device_map} needs the accelerate package: pip install accelerate "
+                             "(or use --device)")
+        model = VideoCCAMForConditionalGeneration.from_pretrained(model_path, device_map=args.device_map, **kwargs)
+    logger.info("model %s on %s (%s)", model_path, model.device, args.dtype)
+    return model.eval()
+
+
+def available_devices() -> list[str]:
+    """The devices torch can use here, best first: ``cuda:0``, ... , ``mps``, ``cpu``."""
+    import torch
+
+    found = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return [*found, "cpu"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: ``auto`` is CUDA if available, then MPS, then CPU; a named device must exist.
+
+    Raises:
+        ValueError: naming the device and the available ones (an unknown name, a device type this
+            machine or torch build lacks, or a device index past the count).
+    """
+    import torch
+
+    available = available_devices()
+    if name == "auto":
+        return torch.device(available[0])
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name}: not a device name (available: {', '.join(available)})") from None
+    if device.type == "cpu":
+        return device
+    present = [d for d in available if torch.device(d).type == device.type]
+    if not present:
+        raise ValueError(f"--device {name}: no {device.type} device on this machine or in this torch build "
+                         f"(available: {', '.join(available)})")
+    if device.index is not None and str(device) not in present:
+        raise ValueError(f"--device {name}: no such {device.type} device (available: {', '.join(available)})")
+    return device
 
 
 def _generate_kwargs(args: argparse.Namespace) -> dict:
