@@ -26,12 +26,51 @@ IMPLEMENTATION = "videoccam.cli"  # the module holding the cmd_* functions
 
 
 # --- argument types ---------------------------------------------------------------------------------
+def _number(text: str, kind: type) -> float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
 def _probability(text: str) -> float:
     """argparse type: a float in (0, 1]."""
-    value = float(text)
+    value = _number(text, float)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = _number(text, float)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text}")
+    return value
+
+
+def _frame_size(text: str) -> int | tuple[int, int] | str:
+    """argparse type of ``--size``: ``S`` (S x S), ``WxH``, or ``source`` (no resize at decode time)."""
+    if text.strip().lower() == "source":
+        return "source"
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", text)
+    sides = [int(g) for g in match.groups() if g is not None] if match else []
+    if not sides or min(sides) < 1:
+        raise argparse.ArgumentTypeError(f"expected S, WxH (pixels >= 1) or 'source', got {text!r}")
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])
 
 
 def _family_weight(text: str) -> tuple[str, float]:
@@ -64,28 +103,60 @@ def _add_chat(chat: argparse.ArgumentParser) -> None:
     chat.add_argument("--video", action="append", default=[], help="video file or frame folder (repeatable)")
     chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
 
-    chat.add_argument("--num-frames", type=int, default=16, help="frames sampled per video (default 16)")
-    chat.add_argument("--sample", default="uniform", choices=["uniform", "fps", "random"])
-    chat.add_argument("--max-new-tokens", type=int, default=256)
-    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    chat.add_argument("--top-p", type=_probability, default=None,
-                      help="nucleus sampling threshold, with --temperature > 0 (default: the model's)")
-    chat.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
-                      help="print the answer as it is generated (default); --no-stream prints it when done")
-    chat.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    chat.add_argument("--device", default="auto",
-                      help="auto (default: cuda if available, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    chat.add_argument("--device-map", default=None, metavar="MAP",
-                      help="spread the model over devices with transformers' device_map (e.g. auto; needs the "
-                      "accelerate package); replaces --device")
-    chat.add_argument("--attn-implementation", default="sdpa",
-                      choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
+    video = chat.add_argument_group("video sampling (see docs/video-input.md)")
+    video.add_argument("--num-frames", type=_positive_int, default=16,
+                       help="frames sampled per video by --sample uniform/random (default 16)")
+    video.add_argument("--sample", default=None, choices=["uniform", "fps", "random"],
+                       help="uniform: segment midpoints (default); fps: --fps frames a second; random: one "
+                       "random frame per segment")
+    video.add_argument("--fps", type=_positive_float, default=None,
+                       help="frames a second to sample (implies --sample fps)")
+    video.add_argument("--max-frames", type=_positive_int, default=None,
+                       help="with --fps: at most N frames; over it, the range is re-sampled uniformly to N")
+    video.add_argument("--start", type=_seconds, default=None, help="sample from this time on (seconds)")
+    video.add_argument("--end", type=_seconds, default=None, help="sample before this time (seconds)")
+    video.add_argument("--size", type=_frame_size, default=None, metavar="S|WxH|source",
+                       help="resize frames while decoding to S x S or W x H pixels; 'source' keeps the video's "
+                       "size (default: the model's input size, from its image-processor config)")
+    video.add_argument("--subtitles", default=None, metavar="FILE",
+                       help="subtitle file (.srt, .ass, .vtt) of the one --video: the lines shown at the sampled "
+                       "frames go before the first question, as in Video-MME")
+
+    gen = chat.add_argument_group("generation")
+    gen.add_argument("--max-new-tokens", type=_positive_int, default=256)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    gen.add_argument("--top-p", type=_probability, default=None,
+                     help="nucleus sampling threshold, with --temperature > 0 (default: the model's)")
+    gen.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
+                     help="print the answer as it is generated (default); --no-stream prints it when done")
+
+    runtime = chat.add_argument_group("model loading")
+    runtime.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    runtime.add_argument("--device", default="auto",
+                         help="auto (default: cuda if available, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    runtime.add_argument("--device-map", default=None, metavar="MAP",
+                         help="spread the model over devices with transformers' device_map (e.g. auto; needs "
+                         "the accelerate package); replaces --device")
+    runtime.add_argument("--attn-implementation", default="sdpa",
+                         choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
     _add_temporal_flags(chat)
     chat.set_defaults(check=partial(_check_chat, chat))
 
 
 def _check_chat(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Flag combinations argparse cannot check by itself (``parser.error``: exit 2, naming the flag)."""
+    if args.sample is None:
+        args.sample = "fps" if args.fps is not None else "uniform"
+    if args.sample == "fps" and args.fps is None:
+        parser.error("--sample fps needs --fps (frames a second)")
+    if args.sample != "fps" and args.fps is not None:
+        parser.error(f"--fps applies to --sample fps, not --sample {args.sample}")
+    if args.max_frames is not None and args.sample != "fps":
+        parser.error("--max-frames applies to --fps sampling (use --num-frames with --sample uniform/random)")
+    if args.start is not None and args.end is not None and args.end <= args.start:
+        parser.error(f"--end ({args.end} s) must be after --start ({args.start} s)")
+    if args.subtitles is not None and len(args.video) != 1:
+        parser.error(f"--subtitles needs exactly one --video (got {len(args.video)})")
     if args.device_map is not None and args.device != "auto":
         parser.error("--device-map replaces --device: give one of them")
 

@@ -242,15 +242,21 @@ def strong_checkpoint(tmp_path_factory):
                                 projector_config={"initializer_range": 0.3})
 
 
-@pytest.fixture(scope="module")
-def expected(strong_checkpoint):
-    """What the library answers to QUESTIONS, in one conversation about EXAMPLE (loaded as the CLI does)."""
-    model = VideoCCAMForConditionalGeneration.from_pretrained(strong_checkpoint, dtype=torch.float32).eval()
-    session = ChatSession(model, AutoProcessor.from_pretrained(strong_checkpoint), [EXAMPLE],
-                          video_kwargs={"num_frames": 6, "sample": "uniform"})
+def library_answers(checkpoint: Path, **video_kwargs) -> list[str]:
+    """What the library answers to QUESTIONS, in one conversation about EXAMPLE."""
+    model = VideoCCAMForConditionalGeneration.from_pretrained(checkpoint, dtype=torch.float32).eval()
+    session = ChatSession(model, AutoProcessor.from_pretrained(checkpoint), [EXAMPLE],
+                          video_kwargs={"num_frames": 6, "sample": "uniform", **video_kwargs})
     answers = [session.ask(q, max_new_tokens=8, do_sample=False).strip() for q in QUESTIONS]
     assert all(len(set(a)) > 2 for a in answers) and answers[0] != answers[1]
     return answers
+
+
+@pytest.fixture(scope="module")
+def expected(strong_checkpoint):
+    """The library's answers with the video loaded as the CLI does: decoded at the model's input
+    size (the tiny checkpoint's 32 x 32, from its image-processor config), the CLI's default --size."""
+    return library_answers(strong_checkpoint, size=32)
 
 
 class Spy(io.StringIO):
@@ -329,6 +335,92 @@ def test_sampling_flags(strong_checkpoint, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*base, "--temperature", "0.8", "--top-p", "1.5", QUESTIONS[0]])
     assert exit_info.value.code == 2 and "--top-p" in capsys.readouterr().err
+
+
+@pytest.fixture
+def load_video_calls(monkeypatch):
+    """Every load_video call of the CLI: its keyword arguments and the Video it returned."""
+    import videoccam.processing.video as video_module
+
+    calls = []
+    real = video_module.load_video
+
+    def spy(source, **kwargs):
+        video = real(source, **kwargs)
+        calls.append((kwargs, video))
+        return video
+
+    monkeypatch.setattr(video_module, "load_video", spy)
+    return calls
+
+
+@pytest.mark.parametrize("flags, indices, frame_shape", [
+    # counter.mp4: 90 frames at 30 fps, 320x240; the tiny checkpoint's input size is 32x32
+    (["--num-frames", "4"], [11, 33, 56, 78], (32, 32, 3)),
+    (["--fps", "2"], [0, 15, 30, 45, 60, 75], (32, 32, 3)),  # --fps alone implies --sample fps
+    (["--sample", "fps", "--fps", "10", "--max-frames", "5"], [9, 27, 45, 63, 81], (32, 32, 3)),
+    (["--num-frames", "4", "--start", "1", "--end", "2"], [33, 41, 48, 56], (32, 32, 3)),
+    (["--num-frames", "2", "--size", "48x40"], [22, 67], (40, 48, 3)),
+    (["--num-frames", "2", "--size", "20"], [22, 67], (20, 20, 3)),
+    (["--num-frames", "2", "--size", "source"], [22, 67], (240, 320, 3)),
+])
+def test_video_flags_reach_load_video(tc_checkpoint, load_video_calls, flags, indices, frame_shape):
+    assert main(["chat", "--model", str(tc_checkpoint), "--video", str(EXAMPLE), "--max-new-tokens", "1",
+                 "--no-stream", *flags, "hi"]) == 0
+    [(kwargs, video)] = load_video_calls
+    assert video.indices.tolist() == indices
+    assert video.frames.shape[1:] == frame_shape
+    assert np.allclose(video.timestamps, np.array(indices) / 30)
+    assert kwargs["sample"] == ("fps" if "--fps" in flags else "uniform")
+
+
+def test_size_source_decodes_as_the_library_does_without_size(strong_checkpoint, capsys):
+    """--size source: full-size frames, resized by the image processor only (as the library without size=)."""
+    argv = ["chat", "--model", str(strong_checkpoint), "--video", str(EXAMPLE), *CHAT_FLAGS, "--no-stream"]
+    assert main([*argv, "--size", "source", QUESTIONS[0]]) == 0
+    assert capsys.readouterr().out == library_answers(strong_checkpoint)[0] + "\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--sample", "fps"], "--sample fps needs --fps"),
+    (["--sample", "uniform", "--fps", "2"], "--fps applies to --sample fps, not --sample uniform"),
+    (["--max-frames", "8"], "--max-frames applies to --fps sampling"),
+    (["--fps", "0"], "argument --fps: must be a number > 0"),
+    (["--start", "-1"], "argument --start: must be a number of seconds >= 0"),
+    (["--start", "2", "--end", "1"], "--end (1.0 s) must be after --start (2.0 s)"),
+    (["--size", "big"], "argument --size: expected S, WxH"),
+    (["--num-frames", "0"], "argument --num-frames: must be an integer >= 1"),
+    (["--subtitles", "a.srt", "--video", str(EXAMPLE)], "--subtitles needs exactly one --video (got 2)"),
+])
+def test_bad_video_flags_are_usage_errors(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["chat", "--video", str(EXAMPLE), *flags, "hi"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"videoccam chat: error: {message}" in err and "Traceback" not in err
+
+
+def test_a_start_past_the_end_names_it(tc_checkpoint, capsys):
+    assert main(["chat", "--model", str(tc_checkpoint), "--video", str(EXAMPLE), "--start", "5", "hi"]) == 2
+    assert "start (5.0 s) is at or past the end of the clip" in capsys.readouterr().err
+
+
+def test_subtitles_go_before_the_first_question(tc_checkpoint, tmp_path, monkeypatch, capsys):
+    srt = tmp_path / "counter.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:01,000\none\n\n2\n00:00:01,000 --> 00:00:02,000\n<i>two</i>\n\n"
+                   "3\n00:00:05,000 --> 00:00:06,000\nnever shown\n\n")
+    asked = []
+    real_ask = ChatSession.ask
+    monkeypatch.setattr(ChatSession, "ask", lambda self, q, *a, **k: asked.append(q) or real_ask(self, q, *a, **k))
+    monkeypatch.setattr(sys, "stdin", io.StringIO("and then ?\n"))
+    # 3 frames of counter.mp4: 0.5, 1.5 and 2.5 s; the third has no subtitle line
+    assert main(["chat", "--model", str(tc_checkpoint), "--video", str(EXAMPLE), "--num-frames", "3",
+                 "--max-new-tokens", "1", "--subtitles", str(srt), "-i", "what is said ?"]) == 0
+    assert asked == ["This video's subtitles are listed below:\none\ntwo\nwhat is said ?", "and then ?"]
+    capsys.readouterr()
+    missing = tmp_path / "none.srt"
+    assert main(["chat", "--model", str(tc_checkpoint), "--video", str(EXAMPLE), "--subtitles", str(missing),
+                 "hi"]) == 2
+    assert f"videoccam chat: error: {missing}: no such subtitle file" in capsys.readouterr().err
 
 
 def test_package_data_ships_the_default_model():

@@ -27,15 +27,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     device = None if args.device_map is not None else resolve_device(args.device)  # fail before loading
     model_path = args.model if args.model is not None else str(default_model_path())
-    model = _load_model(model_path, args, getattr(torch, args.dtype), device)
     processor = AutoProcessor.from_pretrained(model_path)
-    session = ChatSession(  # decodes and encodes the media once, for every question
-        model, processor, [*args.video, *args.image], kinds=["video"] * len(args.video) + ["image"] * len(args.image),
-        video_kwargs={"num_frames": args.num_frames, "sample": args.sample},
+    videos = _load_videos(args, processor)  # before the model: a bad file fails fast
+    prefix = _subtitle_prefix(args.subtitles, videos[0]) if args.subtitles is not None else ""
+    model = _load_model(model_path, args, getattr(torch, args.dtype), device)
+    session = ChatSession(  # encodes the media once, for every question
+        model, processor, [*videos, *args.image], kinds=["video"] * len(videos) + ["image"] * len(args.image),
     )
     generate_kwargs = _generate_kwargs(args)
 
     def answer(question: str) -> None:
+        if not session.history:  # the subtitles go with the first question, as the media do
+            question = prefix + question
         if args.stream:  # the streamer writes the stripped answer and a newline, as the print below
             session.ask(question, streamer=AnswerStreamer(processor.tokenizer), **generate_kwargs)
         else:
@@ -47,6 +50,55 @@ def cmd_chat(args: argparse.Namespace) -> int:
         for question in _read_questions():
             answer(question)
     return 0
+
+
+def video_kwargs(args: argparse.Namespace, processor) -> dict:
+    """The chat's video flags as :func:`~videoccam.processing.video.load_video` keyword arguments.
+
+    ``--size`` defaults to the model's input size (its image processor's ``size``), so frames are
+    resized while decoding and a 720p video is never held at full size; ``--size source`` keeps it.
+    """
+    kwargs = {"num_frames": args.num_frames, "sample": args.sample, "start": args.start, "end": args.end}
+    if args.sample == "fps":
+        kwargs.update(fps=args.fps, max_frames=args.max_frames)
+    kwargs["size"] = None if args.size == "source" else args.size if args.size is not None else model_input_size(
+        processor)
+    return kwargs
+
+
+def model_input_size(processor) -> tuple[int, int] | None:
+    """``(width, height)`` the image processor resizes every frame to, or None when it does not say
+    (no resize, or a shortest-edge rule, which keeps the aspect ratio)."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if size is None or not getattr(image_processor, "do_resize", True):
+        return None
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    width, height = get("width"), get("height")
+    return (int(width), int(height)) if width and height else None
+
+
+def _load_videos(args: argparse.Namespace, processor) -> list:
+    """Decode every ``--video`` once, with the sampling flags (the sampled frames' times logged)."""
+    from videoccam.processing.video import load_video
+
+    kwargs = video_kwargs(args, processor)
+    videos = []
+    for path in args.video:
+        video = load_video(path, **kwargs)
+        logger.info("%s: %d frames of %dx%d at %s s", path, len(video), video.frames.shape[2], video.frames.shape[1],
+                    ", ".join(f"{t:.2f}" for t in video.timestamps))
+        videos.append(video)
+    return videos
+
+
+def _subtitle_prefix(path: str, video) -> str:
+    """The Video-MME subtitle block of the lines shown at the video's sampled frames."""
+    from videoccam.processing.subtitles import load_subtitles, subtitle_prompt
+
+    lines = load_subtitles(path, video.timestamps)
+    logger.info("%s: %d of %d sampled frames have a subtitle line", path, sum(map(bool, lines)), len(lines))
+    return subtitle_prompt(lines)
 
 
 def _load_model(model_path: str, args: argparse.Namespace, dtype: torch.dtype, device: torch.device | None):
