@@ -415,8 +415,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from importlib import import_module
 
-        func = getattr(import_module(IMPLEMENTATION), args.func)
-        return func(args)
+        implementation = import_module(IMPLEMENTATION)
+        implementation.configure(args)
+        return getattr(implementation, args.func)(args)
     except KeyboardInterrupt:
         print(file=sys.stderr)
         return 130

@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +15,69 @@ if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger("videoccam")
+
+# a decode of more frames than this shows its bar at once; smaller ones only if they last DECODE_DELAY_S
+DECODE_BAR_FRAMES = 64
+DECODE_DELAY_S = 1.0
+
+
+def configure(args: argparse.Namespace) -> None:
+    """Before any command: transformers' own bars and logs follow the CLI's (off when stderr is not
+    a terminal or with --quiet, so a pipe or a log file gets no bar)."""
+    from transformers.utils import logging as hf_logging
+
+    if not show_progress(args):
+        hf_logging.disable_progress_bar()
+    if args.quiet:
+        hf_logging.set_verbosity_error()
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on stderr: only on a terminal and without ``--quiet``."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+class TerminalProgress:
+    """A tqdm bar on stderr fed by ``progress(done, total)`` calls (:mod:`videoccam.progress`).
+
+    The bar is made at the first call; ``done == total`` closes it, and the next call starts a new
+    one (one bar per video). ``delay``: seconds before it shows (``0``: at once).
+    """
+
+    def __init__(self, desc: str, unit: str, *, leave: bool = True, delay: Callable[[int], float] | None = None
+                 ) -> None:
+        self.desc, self.unit, self.leave = desc, unit, leave
+        self._delay = delay or (lambda total: 0.0)
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=self.leave,
+                             delay=self._delay(total), dynamic_ncols=True)
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def progress_bar(args: argparse.Namespace, desc: str, unit: str, **options) -> TerminalProgress | None:
+    """A :class:`TerminalProgress` when bars are wanted (:func:`show_progress`) and tqdm is installed."""
+    if not show_progress(args):
+        return None
+    if importlib.util.find_spec("tqdm") is None:
+        logger.debug("no progress bar: tqdm is not installed")
+        return None
+    return TerminalProgress(desc, unit, **options)
+
+
+def _decode_delay(total: int) -> float:
+    return 0.0 if total > DECODE_BAR_FRAMES else DECODE_DELAY_S
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -85,7 +148,8 @@ def _load_videos(args: argparse.Namespace, processor) -> list:
     kwargs = video_kwargs(args, processor)
     videos = []
     for path in args.video:
-        video = load_video(path, **kwargs)
+        progress = progress_bar(args, f"decode {Path(path).name}", "frame", leave=False, delay=_decode_delay)
+        video = load_video(path, **kwargs, progress=progress)
         logger.info("%s: %d frames of %dx%d at %s s", path, len(video), video.frames.shape[2], video.frames.shape[1],
                     ", ".join(f"{t:.2f}" for t in video.timestamps))
         videos.append(video)
@@ -235,7 +299,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     report = run_data_check(args.file, processor, media_root=args.media_root, max_length=args.max_length,
-                            num_frames=args.num_frames, decode=not args.no_decode)
+                            num_frames=args.num_frames, decode=not args.no_decode,
+                            progress=progress_bar(args, "data check", "record"))
     for p in report.problems:
         print(f"{args.file}:{p.line}: {p.kind}: {p.message}" + ("" if p.id is None else f" (id {p.id})"))
     counts = ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts().items()))
@@ -251,7 +316,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     config = WorldConfig.from_frames(size=args.size, num_frames=args.frames, num_beats=args.beats, fps=args.fps)
     generate_dataset(args.out, args.train, args.test, args.seed, config=config, families=args.families,
                      workers=args.workers, stills_where=args.stills_where, train_questions=args.train_questions,
-                     turn_weights=dict(args.turn_weight), also_ask=args.also_ask)
+                     turn_weights=dict(args.turn_weight), also_ask=args.also_ask,
+                     progress=progress_bar(args, "synth", "clip"))
     print(args.out)
     return 0
 
