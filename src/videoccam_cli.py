@@ -173,6 +173,9 @@ def _add_train(trainer: argparse.ArgumentParser) -> None:
     trainer.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.lr=2e-4")
     trainer.add_argument("--resume", nargs="?", const="latest", default=None,
                          help="continue from the newest checkpoint of output.dir (or the given checkpoint folder)")
+    trainer.add_argument("--overwrite", action="store_true",
+                         help="start afresh in an output.dir that already holds a run (its files are replaced); "
+                         "without it or --resume such a folder is refused")
     trainer.add_argument("--list-configs", action="store_true", help="list the shipped configs and exit")
 
 

@@ -422,6 +422,19 @@ def test_subtitles_go_before_the_first_question(tc_checkpoint, tmp_path, monkeyp
     assert f"videoccam chat: error: {missing}: no such subtitle file" in capsys.readouterr().err
 
 
+def test_train_passes_overwrite(monkeypatch, capsys):
+    import videoccam.train
+
+    calls = []
+    monkeypatch.setattr(videoccam.train, "load_config", lambda path, overrides: "config")
+    monkeypatch.setattr(videoccam.train, "train", lambda config, **kwargs: calls.append(kwargs) or "runs/x/final")
+    assert main(["train", "tiny-instruct", "--overwrite"]) == 0
+    assert main(["train", "tiny-instruct", "--resume"]) == 0
+    assert calls[0] == {"resume": None, "overwrite": True}
+    assert calls[1]["resume"] == "latest" and not calls[1].get("overwrite", False)
+    assert capsys.readouterr().out == "runs/x/final\nruns/x/final\n"
+
+
 def test_package_data_ships_the_default_model():
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert "default_model/*" in pyproject["tool"]["setuptools"]["package-data"]["videoccam.assets"]
