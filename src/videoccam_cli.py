@@ -336,7 +336,7 @@ def _invoked_command(argv: Sequence[str]) -> str | None:
 
 # --- missing optional dependencies ------------------------------------------------------------------------
 # import names that differ from the distribution names in pyproject.toml
-_IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL", "pysubs2": "pysubs2", "av": "av"}
+_IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL"}
 # the extra to name when a module belongs to several, by command
 _PREFERRED_EXTRA = {"chat": "video", "train": "train", "data": "train", "synth": "train", "ablate": "train"}
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
@@ -391,7 +391,7 @@ def missing_module_message(module: str, command: str | None = None) -> str | Non
 
 def _error_message(err: BaseException, command: str | None) -> str | None:
     """The one-line message of an expected failure (bad input, a missing extra), or None for a bug."""
-    if isinstance(err, ImportError) and err.name:
+    if isinstance(err, ModuleNotFoundError) and err.name:  # not "cannot import name": that is a version mismatch
         hint = missing_module_message(err.name, command)
         if hint is not None:
             return hint

@@ -140,6 +140,16 @@ def test_missing_module_names_the_extra():
     assert missing_module_message("flash_attn", "chat") is None  # not a requirement: the error as it is
 
 
+def test_only_a_missing_module_gets_the_extra_hint():
+    from videoccam_cli import _error_message
+
+    missing = ModuleNotFoundError("No module named 'peft'", name="peft")
+    assert "'train' extra" in _error_message(missing, "train")
+    too_old = ImportError("cannot import name 'LoraConfig' from 'peft'", name="peft")  # installed, wrong version
+    assert _error_message(too_old, "train") == "cannot import name 'LoraConfig' from 'peft'"
+    assert _error_message(RuntimeError("a bug"), "train") is None  # re-raised: a traceback
+
+
 @pytest.mark.parametrize("blocked, argv, extra", [
     ("av", ["chat", "--video", str(EXAMPLE.parent / "first.mp4"), "hi"], "video"),
     ("yaml", ["train", "tiny-instruct"], "train"),

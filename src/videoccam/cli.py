@@ -14,6 +14,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
+    from videoccam.modeling import VideoCCAMForConditionalGeneration
+    from videoccam.processing.processor import VideoCCAMProcessor
+    from videoccam.processing.video import Video
+
 logger = logging.getLogger("videoccam")
 
 # a decode of more frames than this shows its bar at once; smaller ones only if they last DECODE_DELAY_S
@@ -115,7 +119,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def video_kwargs(args: argparse.Namespace, processor) -> dict:
+def video_kwargs(args: argparse.Namespace, processor: VideoCCAMProcessor) -> dict:
     """The chat's video flags as :func:`~videoccam.processing.video.load_video` keyword arguments.
 
     ``--size`` defaults to the model's input size (its image processor's ``size``), so frames are
@@ -129,7 +133,7 @@ def video_kwargs(args: argparse.Namespace, processor) -> dict:
     return kwargs
 
 
-def model_input_size(processor) -> tuple[int, int] | None:
+def model_input_size(processor: VideoCCAMProcessor) -> tuple[int, int] | None:
     """``(width, height)`` the image processor resizes every frame to, or None when it does not say
     (no resize, or a shortest-edge rule, which keeps the aspect ratio)."""
     image_processor = getattr(processor, "image_processor", None)
@@ -141,7 +145,7 @@ def model_input_size(processor) -> tuple[int, int] | None:
     return (int(width), int(height)) if width and height else None
 
 
-def _load_videos(args: argparse.Namespace, processor) -> list:
+def _load_videos(args: argparse.Namespace, processor: VideoCCAMProcessor) -> list[Video]:
     """Decode every ``--video`` once, with the sampling flags (the sampled frames' times logged)."""
     from videoccam.processing.video import load_video
 
@@ -156,7 +160,7 @@ def _load_videos(args: argparse.Namespace, processor) -> list:
     return videos
 
 
-def _subtitle_prefix(path: str, video) -> str:
+def _subtitle_prefix(path: str, video: Video) -> str:
     """The Video-MME subtitle block of the lines shown at the video's sampled frames."""
     from videoccam.processing.subtitles import load_subtitles, subtitle_prompt
 
@@ -165,7 +169,8 @@ def _subtitle_prefix(path: str, video) -> str:
     return subtitle_prompt(lines)
 
 
-def _load_model(model_path: str, args: argparse.Namespace, dtype: torch.dtype, device: torch.device | None):
+def _load_model(model_path: str, args: argparse.Namespace, dtype: torch.dtype, device: torch.device | None,
+                ) -> VideoCCAMForConditionalGeneration:
     """The model in eval mode: on ``device``, or spread by ``--device-map`` (which needs accelerate)."""
     from videoccam.configuration import temporal_overrides
     from videoccam.modeling import VideoCCAMForConditionalGeneration
