@@ -7,7 +7,7 @@ import pysubs2
 import pytest
 
 from videoccam.errors import MediaDecodeError, MediaNotFoundError
-from videoccam.processing.subtitles import load_subtitles
+from videoccam.processing.subtitles import load_subtitles, subtitle_prompt
 
 SRT = """1
 00:00:01,000 --> 00:00:02,500
@@ -142,3 +142,9 @@ def test_missing_and_unreadable(tmp_path):
 
 def test_empty_timestamps(srt):
     assert load_subtitles(srt, []) == []
+
+
+def test_subtitle_prompt_is_the_video_mme_block():
+    header = "This video's subtitles are listed below:\n"
+    assert subtitle_prompt(["Hi.", "", "Hi.", "Bye."]) == header + "Hi.\nHi.\nBye.\n"  # repeats kept, gaps dropped
+    assert subtitle_prompt(["", ""]) == subtitle_prompt([]) == header + "\n"  # no line: an empty line

@@ -3,13 +3,85 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from videoccam.modeling import VideoCCAMForConditionalGeneration
+    from videoccam.processing.processor import VideoCCAMProcessor
+    from videoccam.processing.video import Video
 
 logger = logging.getLogger("videoccam")
+
+# a decode of more frames than this shows its bar at once; smaller ones only if they last DECODE_DELAY_S
+DECODE_BAR_FRAMES = 64
+DECODE_DELAY_S = 1.0
+
+
+def configure(args: argparse.Namespace) -> None:
+    """Before any command: transformers' own bars and logs follow the CLI's (off when stderr is not
+    a terminal or with --quiet, so a pipe or a log file gets no bar)."""
+    from transformers.utils import logging as hf_logging
+
+    if not show_progress(args):
+        hf_logging.disable_progress_bar()
+    if args.quiet:
+        hf_logging.set_verbosity_error()
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars on stderr: only on a terminal and without ``--quiet``."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+class TerminalProgress:
+    """A tqdm bar on stderr fed by ``progress(done, total)`` calls (:mod:`videoccam.progress`).
+
+    The bar is made at the first call; ``done == total`` closes it, and the next call starts a new
+    one (one bar per video). ``delay``: seconds before it shows (``0``: at once).
+    """
+
+    def __init__(self, desc: str, unit: str, *, leave: bool = True, delay: Callable[[int], float] | None = None
+                 ) -> None:
+        self.desc, self.unit, self.leave = desc, unit, leave
+        self._delay = delay or (lambda total: 0.0)
+        self._bar = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=self.leave,
+                             delay=self._delay(total), dynamic_ncols=True)
+        self._bar.update(done - self._bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+def progress_bar(args: argparse.Namespace, desc: str, unit: str, **options) -> TerminalProgress | None:
+    """A :class:`TerminalProgress` when bars are wanted (:func:`show_progress`) and tqdm is installed."""
+    if not show_progress(args):
+        return None
+    if importlib.util.find_spec("tqdm") is None:
+        logger.debug("no progress bar: tqdm is not installed")
+        return None
+    return TerminalProgress(desc, unit, **options)
+
+
+def _decode_delay(total: int) -> float:
+    return 0.0 if total > DECODE_BAR_FRAMES else DECODE_DELAY_S
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -18,24 +90,22 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from transformers import AutoProcessor
 
     from videoccam.assets import default_model_path
-    from videoccam.configuration import temporal_overrides
-    from videoccam.modeling import VideoCCAMForConditionalGeneration
     from videoccam.session import AnswerStreamer, ChatSession
 
+    device = None if args.device_map is not None else resolve_device(args.device)  # fail before loading
     model_path = args.model if args.model is not None else str(default_model_path())
-    model = VideoCCAMForConditionalGeneration.from_pretrained(
-        model_path, dtype=getattr(torch, args.dtype), device_map=args.device,
-        attn_implementation=args.attn_implementation, **temporal_overrides(args),
-    )
     processor = AutoProcessor.from_pretrained(model_path)
-    model.eval()
-    session = ChatSession(  # decodes and encodes the media once, for every question
-        model, processor, [*args.video, *args.image], kinds=["video"] * len(args.video) + ["image"] * len(args.image),
-        video_kwargs={"num_frames": args.num_frames, "sample": args.sample},
+    videos = _load_videos(args, processor)  # before the model: a bad file fails fast
+    prefix = _subtitle_prefix(args.subtitles, videos[0]) if args.subtitles is not None else ""
+    model = _load_model(model_path, args, getattr(torch, args.dtype), device)
+    session = ChatSession(  # encodes the media once, for every question
+        model, processor, [*videos, *args.image], kinds=["video"] * len(videos) + ["image"] * len(args.image),
     )
     generate_kwargs = _generate_kwargs(args)
 
     def answer(question: str) -> None:
+        if not session.history:  # the subtitles go with the first question, as the media do
+            question = prefix + question
         if args.stream:  # the streamer writes the stripped answer and a newline, as the print below
             session.ask(question, streamer=AnswerStreamer(processor.tokenizer), **generate_kwargs)
         else:
@@ -49,6 +119,115 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+def video_kwargs(args: argparse.Namespace, processor: VideoCCAMProcessor) -> dict:
+    """The chat's video flags as :func:`~videoccam.processing.video.load_video` keyword arguments.
+
+    ``--size`` defaults to the model's input size (its image processor's ``size``), so frames are
+    resized while decoding and a 720p video is never held at full size; ``--size source`` keeps it.
+    """
+    kwargs = {"num_frames": args.num_frames, "sample": args.sample, "start": args.start, "end": args.end}
+    if args.sample == "fps":
+        kwargs.update(fps=args.fps, max_frames=args.max_frames)
+    kwargs["size"] = None if args.size == "source" else args.size if args.size is not None else model_input_size(
+        processor)
+    return kwargs
+
+
+def model_input_size(processor: VideoCCAMProcessor) -> tuple[int, int] | None:
+    """``(width, height)`` the image processor resizes every frame to, or None when it does not say
+    (no resize, or a shortest-edge rule, which keeps the aspect ratio)."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None)
+    if size is None or not getattr(image_processor, "do_resize", True):
+        return None
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    width, height = get("width"), get("height")
+    return (int(width), int(height)) if width and height else None
+
+
+def _load_videos(args: argparse.Namespace, processor: VideoCCAMProcessor) -> list[Video]:
+    """Decode every ``--video`` once, with the sampling flags (the sampled frames' times logged)."""
+    from videoccam.processing.video import load_video
+
+    kwargs = video_kwargs(args, processor)
+    videos = []
+    for path in args.video:
+        progress = progress_bar(args, f"decode {Path(path).name}", "frame", leave=False, delay=_decode_delay)
+        video = load_video(path, **kwargs, progress=progress)
+        logger.info("%s: %d frames of %dx%d at %s s", path, len(video), video.frames.shape[2], video.frames.shape[1],
+                    ", ".join(f"{t:.2f}" for t in video.timestamps))
+        videos.append(video)
+    return videos
+
+
+def _subtitle_prefix(path: str, video: Video) -> str:
+    """The Video-MME subtitle block of the lines shown at the video's sampled frames."""
+    from videoccam.processing.subtitles import load_subtitles, subtitle_prompt
+
+    lines = load_subtitles(path, video.timestamps)
+    logger.info("%s: %d of %d sampled frames have a subtitle line", path, sum(map(bool, lines)), len(lines))
+    return subtitle_prompt(lines)
+
+
+def _load_model(model_path: str, args: argparse.Namespace, dtype: torch.dtype, device: torch.device | None,
+                ) -> VideoCCAMForConditionalGeneration:
+    """The model in eval mode: on ``device``, or spread by ``--device-map`` (which needs accelerate)."""
+    from videoccam.configuration import temporal_overrides
+    from videoccam.modeling import VideoCCAMForConditionalGeneration
+
+    kwargs = {"dtype": dtype, "attn_implementation": args.attn_implementation, **temporal_overrides(args)}
+    if args.device_map is None:  # the plain path: no accelerate needed
+        model = VideoCCAMForConditionalGeneration.from_pretrained(model_path, **kwargs).to(device)
+    else:
+        try:
+            found = importlib.util.find_spec("accelerate") is not None
+        except (ImportError, ValueError):  # ValueError: None in sys.modules
+            found = False
+        if not found:
+            raise ValueError(f"--device-map {args.device_map} needs the accelerate package: pip install accelerate "
+                             "(or use --device)")
+        model = VideoCCAMForConditionalGeneration.from_pretrained(model_path, device_map=args.device_map, **kwargs)
+    logger.info("model %s on %s (%s)", model_path, model.device, args.dtype)
+    return model.eval()
+
+
+def available_devices() -> list[str]:
+    """The devices torch can use here, best first: ``cuda:0``, ... , ``mps``, ``cpu``."""
+    import torch
+
+    found = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return [*found, "cpu"]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``--device``: ``auto`` is CUDA if available, then MPS, then CPU; a named device must exist.
+
+    Raises:
+        ValueError: naming the device and the available ones (an unknown name, a device type this
+            machine or torch build lacks, or a device index past the count).
+    """
+    import torch
+
+    available = available_devices()
+    if name == "auto":
+        return torch.device(available[0])
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {name}: not a device name (available: {', '.join(available)})") from None
+    if device.type == "cpu":
+        return device
+    present = [d for d in available if torch.device(d).type == device.type]
+    if not present:
+        raise ValueError(f"--device {name}: no {device.type} device on this machine or in this torch build "
+                         f"(available: {', '.join(available)})")
+    if device.index is not None and str(device) not in present:
+        raise ValueError(f"--device {name}: no such {device.type} device (available: {', '.join(available)})")
+    return device
+
+
 def _generate_kwargs(args: argparse.Namespace) -> dict:
     """Sampling flags -> generate kwargs (temperature 0 = greedy; top-p only applies when sampling)."""
     if args.temperature <= 0:
@@ -57,14 +236,6 @@ def _generate_kwargs(args: argparse.Namespace) -> dict:
     if args.top_p is not None:
         kwargs["top_p"] = args.top_p
     return kwargs
-
-
-def _probability(text: str) -> float:
-    """argparse type: a float in (0, 1]."""
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {value}")
-    return value
 
 
 def _read_questions() -> Iterator[str]:
@@ -113,7 +284,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from videoccam.train import load_config, train
 
     config = load_config(resolve_config(args.config), args.overrides)
-    final = train(config, resume=args.resume)
+    # train(overwrite=...) comes with its refusal of an existing run folder (being added alongside this
+    # flag); until both are merged, pass it only when asked, which is the same call once they are
+    final = train(config, resume=args.resume, **({"overwrite": True} if args.overwrite else {}))
     if int(os.environ.get("RANK", "0")) == 0:
         print(final)
     return 0
@@ -133,7 +306,8 @@ def cmd_data_check(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     report = run_data_check(args.file, processor, media_root=args.media_root, max_length=args.max_length,
-                            num_frames=args.num_frames, decode=not args.no_decode)
+                            num_frames=args.num_frames, decode=not args.no_decode,
+                            progress=progress_bar(args, "data check", "record"))
     for p in report.problems:
         print(f"{args.file}:{p.line}: {p.kind}: {p.message}" + ("" if p.id is None else f" (id {p.id})"))
     counts = ", ".join(f"{kind} {n}" for kind, n in sorted(report.counts().items()))
@@ -149,18 +323,10 @@ def cmd_synth(args: argparse.Namespace) -> int:
     config = WorldConfig.from_frames(size=args.size, num_frames=args.frames, num_beats=args.beats, fps=args.fps)
     generate_dataset(args.out, args.train, args.test, args.seed, config=config, families=args.families,
                      workers=args.workers, stills_where=args.stills_where, train_questions=args.train_questions,
-                     turn_weights=dict(args.turn_weight), also_ask=args.also_ask)
+                     turn_weights=dict(args.turn_weight), also_ask=args.also_ask,
+                     progress=progress_bar(args, "synth", "clip"))
     print(args.out)
     return 0
-
-
-def _family_weight(text: str) -> tuple[str, float]:
-    """One ``--turn-weight FAMILY=W`` as ``(family, W)``; the generator checks the family and the weight."""
-    family, _, weight = text.partition("=")
-    try:
-        return family, float(weight)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected FAMILY=W, e.g. direction=5") from None
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -178,142 +344,11 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_temporal_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("TC-LLaVA temporal options (see docs/temporal-options.md)")
-    group.add_argument("--frame-block-mask", action=argparse.BooleanOptionalAction, default=None,
-                       help="frame-wise block-causal attention in the LLM at prefill")
-    group.add_argument("--temporal-rope", choices=["none", "tc", "frame"], default=None,
-                       help="temporal-aware dual RoPE mode")
-    group.add_argument("--rope-gamma", type=float, default=None, help="gamma of the temporal RoPE")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="videoccam", description="Video-CCAM video-language models.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    chat = sub.add_parser("chat", help=cmd_chat.__doc__)
-    chat.add_argument("question", nargs="?", default=None,
-                      help="the question; without it, questions are read from stdin (interactive mode)")
-    chat.add_argument("-i", "--interactive", action="store_true",
-                      help="after QUESTION (if given), keep reading questions from stdin, one a line, with the "
-                      "conversation's history, until EOF, an empty line or 'exit'; the media are encoded once")
-    chat.add_argument("--model", default=None,
-                      help="checkpoint folder, or hub id where the hub is reachable (default: the bundled model)")
-    chat.add_argument("--video", action="append", default=[], help="video file or frame folder (repeatable)")
-    chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
-    chat.add_argument("--num-frames", type=int, default=16, help="frames sampled per video (default 16)")
-    chat.add_argument("--sample", default="uniform", choices=["uniform", "fps", "random"])
-    chat.add_argument("--max-new-tokens", type=int, default=256)
-    chat.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    chat.add_argument("--top-p", type=_probability, default=None,
-                      help="nucleus sampling threshold, with --temperature > 0 (default: the model's)")
-    chat.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
-                      help="print the answer as it is generated (default); --no-stream prints it when done")
-    chat.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    chat.add_argument("--device", default="cpu", help="device_map for from_pretrained: cpu, cuda, auto")
-    chat.add_argument("--attn-implementation", default="sdpa",
-                      choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
-    _add_temporal_flags(chat)
-    chat.set_defaults(func=cmd_chat)
-
-    tiny = sub.add_parser("make-tiny-checkpoint", help=cmd_make_tiny_checkpoint.__doc__)
-    tiny.add_argument("out")
-    tiny.add_argument("--text-family", default="qwen2", choices=["qwen2", "llama", "phi3"])
-    tiny.add_argument("--seed", type=int, default=0)
-    _add_temporal_flags(tiny)
-    tiny.set_defaults(func=cmd_make_tiny_checkpoint)
-    trainer = sub.add_parser("train", help=cmd_train.__doc__)
-    trainer.add_argument("config", nargs="?", help="YAML config file or shipped config name")
-    trainer.add_argument("overrides", nargs="*", help="section.key=value overrides, e.g. optim.lr=2e-4")
-    trainer.add_argument("--resume", nargs="?", const="latest", default=None,
-                         help="continue from the newest checkpoint of output.dir (or the given checkpoint folder)")
-    trainer.add_argument("--list-configs", action="store_true", help="list the shipped configs and exit")
-    trainer.set_defaults(func=cmd_train)
-
-    data = sub.add_parser("data", help="training data tools")
-    data_check = data.add_subparsers(dest="data_command", required=True).add_parser(
-        "check", help=cmd_data_check.__doc__, description=cmd_data_check.__doc__)
-    data_check.add_argument("file", help="LLaVA-format .json (a list of records) or .jsonl file")
-    data_check.add_argument("--media-root", help="folder of relative media paths (default: the file's folder)")
-    data_check.add_argument("--model", help="checkpoint folder (or hub id) whose processor counts tokens; "
-                            "without it, token lengths are not checked")
-    data_check.add_argument("--max-length", type=int, help="report records over N tokens (needs --model)")
-    data_check.add_argument("--num-frames", type=int, default=16, help="frames decoded per video (default 16)")
-    data_check.add_argument("--no-decode", action="store_true", help="only check that media files exist")
-    data_check.set_defaults(func=cmd_data_check)
-
-    from videoccam.synth.dataset import TRAIN_QUESTIONS
-    from videoccam.synth.families import FAMILIES, TRAIN_ONLY_FAMILIES
-    from videoccam.synth.stills import WHERE_MODES
-
-    synth = sub.add_parser("synth", help=cmd_synth.__doc__, description="See docs/synthetic-world.md.")
-    synth.add_argument("--out", required=True, help="output folder (the media root of the JSON files)")
-    synth.add_argument("--train", type=int, default=4000, help="training samples (default 4000)")
-    synth.add_argument("--test", type=int, default=600, help="test samples (default 600)")
-    synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
-    synth.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
-    synth.add_argument("--beats", type=int, default=16, help="beats per clip; frames must be a multiple")
-    synth.add_argument("--fps", type=float, default=8.0)
-    synth.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
-    synth.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
-    synth.add_argument("--stills-where", choices=WHERE_MODES, default="side",
-                       help="what the stage-1 stills ask about where objects are: 'side' (default recipe: the "
-                            "side of one object) or 'both' (long recipe: side and height of every object, "
-                            "weighted 10)")
-    synth.add_argument("--train-questions", choices=TRAIN_QUESTIONS, default="all",
-                       help="what a training clip asks: 'all' (default: its own question, then every other "
-                            "order question its scene answers) or 'one' (its own question only); test clips "
-                            "always ask one")
-    synth.add_argument("--turn-weight", action="append", default=[], type=_family_weight, metavar="FAMILY=W",
-                       help="loss weight W of the training clips' answers of FAMILY (repeatable; default 1, "
-                            "no weight written), e.g. --turn-weight direction=5 --turn-weight reverse=5; "
-                            "optim.turn_weight_ratio sets for how many steps weights act")
-    synth.add_argument("--also-ask", action="append", default=[], choices=TRAIN_ONLY_FAMILIES, metavar="FAMILY",
-                       help="a training-only question that training clips also ask (repeatable): 'before', "
-                            "for every flash but the first, which flash came right before it; never a test "
-                            "question")
-    synth.set_defaults(func=cmd_synth)
-
-    from videoccam.synth.ablation import CONFIG, STAGE1_CONFIG, VARIANTS
-
-    ablate = sub.add_parser("ablate", help=cmd_ablate.__doc__, description=cmd_ablate.__doc__)
-    ablate.add_argument("--data", required=True, help="a `videoccam synth` output folder")
-    ablate.add_argument("--out", required=True, help="runs, predictions, results.json and results.md go here")
-    ablate.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all five")
-    ablate.add_argument("--frames", nargs="+", type=int, default=[16, 32, 64], help="evaluation frame counts")
-    ablate.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
-    ablate.add_argument("--config", default=CONFIG, help=f"stage-2 training config (default {CONFIG})")
-    ablate.add_argument("--stage1-config", default=STAGE1_CONFIG,
-                        help=f"stage-1 config, trained once per seed on stills.json (default {STAGE1_CONFIG}; "
-                             "'none': train --config alone, which must then build its own model)")
-    ablate.add_argument("--stage1-data", help="the `videoccam synth` folder whose stills.json stage 1 trains on "
-                                              "(default --data)")
-    ablate.add_argument("--limit", type=int, help="evaluate only the first N test questions")
-    ablate.add_argument("--workers", type=int, default=2,
-                        help="processes that decode, then train and evaluate variants side by side (default 2)")
-    ablate.add_argument("overrides", nargs="*", help="config overrides for every variant, e.g. optim.epochs=2; those that shape "
-                        "the model (model.text_config.*, model.vision_config.*, model.projector.num_query, ...) "
-                        "go to stage 1, which builds it")
-    ablate.set_defaults(func=cmd_ablate)
-    return parser
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    func: Callable[[argparse.Namespace], int] = args.func
-    from videoccam.errors import VideoCCAMError
+    """The ``videoccam`` command (:func:`videoccam_cli.main`, which owns the parser and error handling)."""
+    from videoccam_cli import main as run
 
-    try:
-        return func(args)
-    except (VideoCCAMError, ValueError, OSError, ImportError) as err:  # bad input: a message, not a traceback
-        print(f"videoccam {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(file=sys.stderr)
-        return 130
+    return run(argv)
 
 
 if __name__ == "__main__":

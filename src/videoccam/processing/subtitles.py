@@ -14,6 +14,8 @@ included) and join them with newlines, as Video-CCAM does::
 
 For bit-for-bit parity with Video-CCAM, which converts frame indices with pysubs2's
 ``make_time(fps=..., frames=idx)``, pass ``video.indices / video.fps`` as the timestamps.
+
+:func:`subtitle_prompt` puts that text under the Video-MME header, to go before a question.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ import numpy as np
 from videoccam.errors import MediaDecodeError, MediaNotFoundError
 
 logger = logging.getLogger(__name__)
+
+# the Video-MME protocol's line above the subtitles (Video-CCAM's prompt uses it too)
+SUBTITLE_HEADER = "This video's subtitles are listed below:"
 
 _HTML_TAG = re.compile(r"</?[A-Za-z][^<>]*>")
 _SPACES = re.compile(r"\s+")
@@ -78,3 +83,18 @@ def load_subtitles(path: str | Path, timestamps: Sequence[float] | np.ndarray) -
         t_ms = round(float(seconds) * 1000)
         lines.append(next((text for start, end, text in cues if start < t_ms <= end), ""))
     return lines
+
+
+def subtitle_prompt(lines: Sequence[str]) -> str:
+    """The subtitle block that goes before a question, as Video-MME (and Video-CCAM) prompt it.
+
+    The header line, then the non-empty ``lines`` in order (repeats kept), one a line, each line
+    ending with a newline; no line at all leaves an empty line (Video-CCAM's missing-subtitle case)::
+
+        subtitle_prompt(["Hello.", "", "Hello.", "Bye."]) + question
+        # "This video's subtitles are listed below:\nHello.\nHello.\nBye.\n" + question
+
+    Args:
+        lines: One subtitle line per sampled frame, ``""`` where none (:func:`load_subtitles`).
+    """
+    return SUBTITLE_HEADER + "\n" + "\n".join(line for line in lines if line) + "\n"

@@ -37,6 +37,7 @@ from videoccam.processing.video_images import (
     resample_video,
 )
 from videoccam.processing.video_sampling import SAMPLE_MODES, SamplingSpec, sample_indices
+from videoccam.progress import ProgressCallback
 
 __all__ = ["BACKENDS", "BACKEND_ENV", "SAMPLE_MODES", "Video", "load_video", "sample_indices"]
 
@@ -62,6 +63,7 @@ def load_video(
     backend: str | None = None,
     seed: int | None = None,
     frame_folder_fps: float = 3.0,
+    progress: ProgressCallback | None = None,
 ) -> Video:
     """Sample frames from a video, frame folder, image or in-memory frames.
 
@@ -91,6 +93,9 @@ def load_video(
         seed: Seed of ``sample="random"`` (unseeded when ``None``).
         frame_folder_fps: Frame rate of frame folders, single images and in-memory frames
             (MVBench's TVQA folders are 3 fps).
+        progress: Called with ``(frames kept, frames wanted)`` while a video file is decoded
+            (from ``(0, n)`` to ``(n, n)``; PyAV reports every kept frame, decord only the end),
+            from the decoding thread; see :mod:`videoccam.progress`. Nothing is printed either way.
 
     Returns:
         The sampled frames in time order, with their source indices and timestamps.
@@ -126,7 +131,7 @@ def load_video(
     decode = _video_decoder(backend)
 
     def work(deadline: Deadline) -> Video:
-        return _load_path(path, spec, out_size, decode, float(frame_folder_fps), deadline)
+        return _load_path(path, spec, out_size, decode, float(frame_folder_fps), deadline, progress)
 
     return _run_with_timeout(work, timeout, str(path))
 
@@ -138,6 +143,7 @@ def _load_path(
     decode: Callable[..., Video],
     folder_fps: float,
     deadline: Deadline,
+    progress: ProgressCallback | None = None,
 ) -> Video:
     if not path.exists():
         raise MediaNotFoundError(f"{path}: no such file or directory")
@@ -147,7 +153,7 @@ def _load_path(
         raise MediaDecodeError(f"{path}: file is empty (0 bytes)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return load_image_file(path, spec, size, folder_fps, deadline)
-    return decode(str(path), spec, size, deadline)
+    return decode(str(path), spec, size, deadline, progress)
 
 
 def _video_decoder(backend: str | None) -> Callable[..., Video]:

@@ -12,6 +12,7 @@ import numpy as np
 from videoccam.errors import ConfigError, MediaDecodeError
 from videoccam.processing.video_common import Deadline, Video
 from videoccam.processing.video_sampling import SamplingSpec
+from videoccam.progress import ProgressCallback
 
 
 def import_decord():
@@ -22,8 +23,10 @@ def import_decord():
     return decord
 
 
-def decode_decord(path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline) -> Video:
-    """Decode the frames ``spec`` picks from ``path`` with decord."""
+def decode_decord(path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline,
+                  progress: ProgressCallback | None = None) -> Video:
+    """Decode the frames ``spec`` picks from ``path`` with decord (``progress`` hears of the end only:
+    decord fetches every frame in one call)."""
     decord = import_decord()
     resize = {} if size is None else {"width": size[0], "height": size[1]}
     try:
@@ -40,6 +43,8 @@ def decode_decord(path: str, spec: SamplingSpec, size: tuple[int, int] | None, d
     except decord.DECORDError as err:
         raise MediaDecodeError(f"{path}: decord cannot read this video ({str(err).splitlines()[0]})") from err
     deadline.check()
+    if progress is not None:
+        progress(len(wanted), len(wanted))
     return Video(
         frames=np.ascontiguousarray(frames[inverse]),
         indices=wanted[inverse].astype(np.int64),

@@ -36,6 +36,7 @@ import numpy as np
 from videoccam.errors import MediaDecodeError, UnsupportedMediaError, VideoCCAMError
 from videoccam.processing.video_common import Deadline, Video, check_frame_size, timeout_error
 from videoccam.processing.video_sampling import SamplingSpec
+from videoccam.progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +75,15 @@ class StreamInfo:
         return float((pts - self.start_pts) * self.time_base)
 
 
-def decode_pyav(path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline) -> Video:
-    """Decode the frames ``spec`` picks from the video file at ``path`` (see the module docstring)."""
+def decode_pyav(path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline,
+                progress: ProgressCallback | None = None) -> Video:
+    """Decode the frames ``spec`` picks from the video file at ``path`` (see the module docstring);
+    ``progress(kept, wanted)`` after each kept frame."""
     import av
 
     try:
         with av.open(path, timeout=deadline.timeout) as container:
-            return _decode_container(container, path, spec, size, deadline)
+            return _decode_container(container, path, spec, size, deadline, progress)
     except VideoCCAMError:  # ours already (DecodeTimeoutError is an OSError: keep it out of the catch-all)
         raise
     except av.error.ExitError as err:  # FFmpeg's I/O interrupt fired: the open/read timeout
@@ -98,7 +101,8 @@ def _reason(err: Exception) -> str:
 
 
 def _decode_container(
-    container, path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline
+    container, path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline,
+    progress: ProgressCallback | None = None,
 ) -> Video:
     stream = _video_stream(container, path)
     stream.thread_type = "AUTO"  # FFmpeg frame + slice threads, thread count = cores
@@ -108,7 +112,7 @@ def _decode_container(
     out_size = size or (info.width, info.height)
     reader = _Reader(container, stream, info, deadline, path)
     try:
-        frames, got_indices, got_pts = _collect(reader, wanted, out_size, path)
+        frames, got_indices, got_pts = _collect(reader, wanted, out_size, path, progress)
     finally:
         reader.close()
     return Video(
@@ -369,7 +373,8 @@ class _Reader:
 
 
 def _collect(
-    reader: _Reader, wanted: np.ndarray, out_size: tuple[int, int], path: str
+    reader: _Reader, wanted: np.ndarray, out_size: tuple[int, int], path: str,
+    progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode the ``wanted`` (ascending, unique) frames.
 
@@ -381,6 +386,8 @@ def _collect(
     got_indices = np.empty(len(wanted), dtype=np.int64)
     got_pts = np.empty(len(wanted), dtype=np.int64)
     slot, last, sought = 0, None, -1  # next wanted slot; last decoded (frame, index); last seek target
+    report = progress if progress is not None else lambda done, total: None
+    report(0, len(wanted))
     while slot < len(wanted):
         target = int(wanted[slot])
         if target != sought and target - reader.position > 1 and reader.worth_seeking(target):
@@ -396,9 +403,11 @@ def _collect(
         while slot < len(wanted) and wanted[slot] <= index:
             frames[slot], got_indices[slot], got_pts[slot] = array, index, frame.pts
             slot += 1
+        report(slot, len(wanted))
     logger.debug("%s: %d frames kept, %d decoded, %d seeks", path, slot, reader.decoded, reader.seeks)
     if slot < len(wanted):
         _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, path)
+        report(len(wanted), len(wanted))
     return frames, got_indices, got_pts
 
 

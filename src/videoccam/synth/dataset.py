@@ -39,6 +39,7 @@ from PIL import Image
 
 from videoccam.processing.processor import check_turn_weight
 from videoccam.processing.video_synth import write_video
+from videoccam.progress import ProgressCallback
 from videoccam.synth.families import (
     ANSWERS,
     FAMILIES,
@@ -210,6 +211,7 @@ def generate_dataset(
     train_questions: str = "all",
     turn_weights: Mapping[str, float] | None = None,
     also_ask: Sequence[str] = (),
+    progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
     """Write the synthetic benchmark to ``out_dir`` (see the module docstring for the layout).
 
@@ -236,6 +238,8 @@ def generate_dataset(
             training clips ask as extra turns, with ``train_questions="all"``: ``("before",)`` asks,
             for every flash but the first, which flash came right before it ("the <c> one flashed
             right after which colour ?"). The clips, stills, test set and tokenizer are the same.
+        progress: Called with ``(clips written, clips)`` after every chunk of 50 clips (see
+            :mod:`videoccam.progress`).
 
     Returns:
         The manifest (also written to ``out_dir/manifest.json``).
@@ -268,10 +272,14 @@ def generate_dataset(
     started = time.perf_counter()
     records: dict[str, list[dict[str, Any]]] = {split: [] for split in SPLITS}
     stills: list[dict[str, Any]] = []
+    if progress is not None:
+        progress(0, num_train + num_test)
     for job, (chunk_records, chunk_stills) in zip(jobs, _run(jobs, workers)):
         records[job[2]].extend(chunk_records)
         stills.extend(chunk_stills)
         done = sum(len(r) for r in records.values())
+        if progress is not None:
+            progress(done, num_train + num_test)
         logger.info("synth: %d / %d clips (%.1f clips/s)", done, num_train + num_test,
                     done / max(time.perf_counter() - started, 1e-9))
     for split in SPLITS:

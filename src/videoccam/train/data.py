@@ -867,7 +867,8 @@ def check_dataset(path: str | Path, processor: VideoCCAMProcessor | None, *, med
 
 
 def run_data_check(path: str | Path, processor: VideoCCAMProcessor | None, *, media_root: str | Path | None = None,
-                   max_length: int | None = None, num_frames: int = 16, decode: bool = True) -> DataCheckReport:
+                   max_length: int | None = None, num_frames: int = 16, decode: bool = True,
+                   progress: Callable[[int, int], None] | None = None) -> DataCheckReport:
     """Check a LLaVA JSON/JSONL training file record by record, going on after each problem.
 
     Kinds (:data:`PROBLEM_KINDS`): ``json`` (malformed line), ``schema``, ``placeholders``,
@@ -875,7 +876,8 @@ def run_data_check(path: str | Path, processor: VideoCCAMProcessor | None, *, me
     (exists but does not decode; only with ``decode=True``, which decodes ``num_frames`` frames of
     every video and each image once), ``too_long`` (tokens incl. ``num_visual_tokens`` per
     placeholder > ``max_length``; needs ``processor``). ``processor`` may be ``None``: no token
-    counts then. ``media_root`` defaults to the file's folder.
+    counts then. ``media_root`` defaults to the file's folder. ``progress(records checked, records)``
+    is called before each record's media check and at the end (:mod:`videoccam.progress`).
     """
     path = Path(path)
     if max_length is not None and processor is None:
@@ -888,7 +890,9 @@ def run_data_check(path: str | Path, processor: VideoCCAMProcessor | None, *, me
     num_records = len(numbered) + sum(1 for p in problems if p.line > 0)
     checked: dict[tuple[str, str], tuple[str, str] | None] = {}
     parsed: list[tuple[int, str | None, _Parsed]] = []
-    for line, record in numbered:
+    for index, (line, record) in enumerate(numbered):
+        if progress is not None:
+            progress(index, len(numbered))
         rid = _record_id(record)
         try:
             p = _parse_record(record, root, *tokens)
@@ -901,6 +905,8 @@ def run_data_check(path: str | Path, processor: VideoCCAMProcessor | None, *, me
             if checked[item, kind] is not None:
                 problems.append(Problem(line, rid, *checked[item, kind]))
         parsed.append((line, rid, p))
+    if progress is not None:
+        progress(len(numbered), len(numbered))
     if processor is not None:
         counts = _token_lengths(processor, [p.messages for _, _, p in parsed], [len(p.media) for _, _, p in parsed])
         for (line, rid, _), n in zip(parsed, counts):
