@@ -284,9 +284,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from videoccam.train import load_config, train
 
     config = load_config(resolve_config(args.config), args.overrides)
-    # train(overwrite=...) comes with its refusal of an existing run folder (being added alongside this
-    # flag); until both are merged, pass it only when asked, which is the same call once they are
-    final = train(config, resume=args.resume, **({"overwrite": True} if args.overwrite else {}))
+    final = train(config, resume=args.resume, overwrite=args.overwrite)
     if int(os.environ.get("RANK", "0")) == 0:
         print(final)
     return 0
