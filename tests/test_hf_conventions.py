@@ -1,5 +1,5 @@
 """The Hugging Face calling conventions: ``processor(text=, images=, videos=)``,
-``processor.apply_chat_template(..., tokenize=True)``.
+``processor.apply_chat_template(..., tokenize=True)`` and ``pipeline("image-text-to-text")``.
 
 Each path must give literally the same model inputs (and so the same greedy tokens) as the
 conversation API ``processor(conversations, media)`` for the same prompt.
@@ -12,9 +12,11 @@ import pytest
 import torch
 from conftest import random_frames
 from PIL import Image
+from transformers import AutoProcessor, GenerationConfig, pipeline
 
+from videoccam.assets import default_model_path
 from videoccam.processing.video_synth import write_test_video
-from videoccam.testing import make_tiny_model
+from videoccam.testing import make_tiny_checkpoint, make_tiny_model
 
 PROMPT_VIDEO_IMAGE = "<|im_start|>user\n<video>\nthen <image> ?<|im_end|>\n<|im_start|>assistant\n"
 KEYS = {"input_ids", "attention_mask", "pixel_values", "frame_counts"}
@@ -28,6 +30,13 @@ def tiny():
 @pytest.fixture(scope="module")
 def proc(tiny):
     return tiny[1]
+
+
+@pytest.fixture(scope="module")
+def stopping_checkpoint(tmp_path_factory):
+    """Seed 1: its greedy answers below end with a stop word before max_new_tokens (checked in the tests),
+    so they also test that generate stops at the chat template's end of turn."""
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("tiny-seed1"), seed=1)
 
 
 def image(seed: int) -> Image.Image:
@@ -204,3 +213,60 @@ def test_greedy_generate_is_identical_from_every_path(tiny):
         assert torch.equal(tokens[name], tokens["conversation"]), name
     answer = model.chat(conv, None, proc, max_new_tokens=8, min_new_tokens=8, do_sample=False)[0]
     assert answer == proc.batch_decode(tokens["text"], skip_special_tokens=True)[0]
+
+
+# --------------------------------------------------------------------------- pipeline
+
+
+@pytest.mark.parametrize("which", ["tiny", "bundled"])
+def test_checkpoint_generation_config_stops_at_the_end_of_turn(stopping_checkpoint, which):
+    path = stopping_checkpoint if which == "tiny" else default_model_path()
+    config = GenerationConfig.from_pretrained(path)
+    proc = AutoProcessor.from_pretrained(path)
+    assert len(proc.stop_token_ids) > 1  # the template's end of turn besides EOS
+    assert config.eos_token_id == proc.stop_token_ids
+    assert config.pad_token_id == proc.tokenizer.pad_token_id
+
+
+@pytest.fixture(scope="module")
+def pipe_and_model(stopping_checkpoint):
+    pipe = pipeline("image-text-to-text", model=str(stopping_checkpoint))
+    return pipe, pipe.model, pipe.processor
+
+
+def chat_answer(model, proc, conv, max_new_tokens):
+    """model.chat's greedy answer, and whether it stopped at a stop word before max_new_tokens."""
+    inputs = proc(conv)
+    out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                         eos_token_id=proc.stop_token_ids)
+    stopped = out.shape[1] - inputs["input_ids"].shape[1] < max_new_tokens
+    return model.chat(conv, None, proc, max_new_tokens=max_new_tokens, do_sample=False), stopped
+
+
+def test_pipeline_image_answers_like_chat(pipe_and_model):
+    pipe, model, proc = pipe_and_model
+    assert type(model).__name__ == "VideoCCAMForConditionalGeneration"
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    conv = [{"role": "user", "content": [{"type": "image", "image": img},
+                                         {"type": "text", "text": "\ndescribe the clip ."}]}]
+    expected, stopped = chat_answer(model, proc, conv, max_new_tokens=24)
+    assert stopped  # the answer ends at a stop word: the pipeline must stop there too
+    out = pipe(text=conv, max_new_tokens=24, return_full_text=False)
+    assert out[0]["generated_text"] == expected[0]
+    # the pipeline's plain-text form: a rendered prompt with its <image> placeholder, and the image
+    prompt = proc.apply_chat_template(conv, add_generation_prompt=True)
+    out = pipe(images=img, text=prompt, max_new_tokens=24, return_full_text=False)
+    assert out[0]["generated_text"] == expected[0]
+
+
+def test_pipeline_video_in_chat_answers_like_chat(pipe_and_model):
+    pipe, model, proc = pipe_and_model
+    rng = np.random.default_rng(0)
+    rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)  # same draws as the search that picked this clip
+    frames = [rng.integers(0, 256, (40, 48, 3), dtype=np.uint8) for _ in range(4)]
+    conv = [{"role": "user", "content": [{"type": "video", "video": frames},
+                                         {"type": "text", "text": "\ndescribe the clip ."}]}]
+    expected, stopped = chat_answer(model, proc, conv, max_new_tokens=24)
+    assert stopped
+    out = pipe(text=conv, max_new_tokens=24, return_full_text=False)
+    assert out[0]["generated_text"] == expected[0]

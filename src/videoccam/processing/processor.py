@@ -80,6 +80,13 @@ class VideoCCAMProcessor(ProcessorMixin):
             ids.append(self.tokenizer.eos_token_id)
         return sorted(set(ids))
 
+    def generation_defaults(self) -> dict[str, Any]:
+        """What ``generate`` needs to stop and pad as ``model.chat`` does: ``eos_token_id``
+        (:attr:`stop_token_ids`) and ``pad_token_id``. Written into a checkpoint's
+        ``generation_config.json``, so that plain ``generate`` and the transformers pipeline stop at
+        the chat template's end of turn too."""
+        return {"eos_token_id": self.stop_token_ids, "pad_token_id": self.tokenizer.pad_token_id}
+
     # ------------------------------------------------------- chat template
     def apply_chat_template(
         self,
