@@ -581,6 +581,8 @@ def test_merged_and_adapter_outputs_load_to_the_same_model(dataset, tmp_path):
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     m1 = AutoModelForImageTextToText.from_pretrained(merged)
+    p1 = AutoProcessor.from_pretrained(merged)
+    assert m1.generation_config.eos_token_id == p1.stop_token_ids  # generate / the pipeline stop like chat
     m2, p2 = load_trained(adapter)
     torch.testing.assert_close(_logits(m1, AutoProcessor.from_pretrained(merged), dataset),
                                _logits(m2, p2, dataset), atol=1e-5, rtol=1e-5)

@@ -460,8 +460,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             inputs = processor(messages, items, add_generation_prompt=True, padding_side="left",
                                return_tensors="pt", video_kwargs=video_kwargs)
         inputs = inputs.to(self.device)
-        generate_kwargs.setdefault("eos_token_id", processor.stop_token_ids)
-        generate_kwargs.setdefault("pad_token_id", processor.tokenizer.pad_token_id)
+        for key, value in processor.generation_defaults().items():  # eos_token_id, pad_token_id
+            generate_kwargs.setdefault(key, value)
         generate_kwargs.setdefault("max_new_tokens", 512)
         output = self.generate(**inputs, **generate_kwargs)  # [B, S + new]
         new_tokens = output[:, inputs["input_ids"].shape[1]:]

@@ -124,6 +124,7 @@ def make_tiny_checkpoint(path: str | Path, text_family: str = "qwen2", seed: int
     """
     path = Path(path)
     model, processor = make_tiny_model(text_family, seed, **config_overrides)
+    model.generation_config.update(**processor.generation_defaults())  # stop at the template's end of turn
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path

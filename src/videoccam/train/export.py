@@ -53,6 +53,7 @@ def save_final(run_dir: Path, wrapped: nn.Module, model: VideoCCAMForConditional
             model.config.save_pretrained(tmp)
             (tmp / BASE_FILE).write_text(yaml.safe_dump(config_to_dict(config)["model"], sort_keys=False))
         else:
+            model.generation_config.update(**processor.generation_defaults())  # stop at the template's end of turn
             model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         shutil.copy(run_dir / "config.yaml", tmp / "train_config.yaml")
