@@ -391,7 +391,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         return VideoCCAMOutput(
             loss=out.loss,
             logits=out.logits,
-            **{CACHE_NAME: out[CACHE_NAME] if CACHE_NAME in out else None},
+            **{CACHE_NAME: out.get(CACHE_NAME)},
             hidden_states=out.hidden_states,
             attentions=out.attentions,
             frame_ids=out_frame_ids,

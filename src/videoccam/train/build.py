@@ -72,11 +72,11 @@ def _load_checkpoint(settings: ModelSettings, dtype: torch.dtype) -> VideoCCAMFo
     id is a ConfigError naming it (not transformers' repo-id complaint about a mistyped path)."""
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": settings.attn_implementation,
                               **temporal_overrides(settings)}
-    if Path(settings.checkpoint).is_dir():
-        return VideoCCAMForConditionalGeneration.from_pretrained(settings.checkpoint, **kwargs)
     try:
         return VideoCCAMForConditionalGeneration.from_pretrained(settings.checkpoint, **kwargs)
     except (OSError, ValueError) as err:
+        if Path(settings.checkpoint).is_dir():  # a real folder that failed to load: its own error says why
+            raise
         raise ConfigError(f"model.checkpoint={settings.checkpoint}: no such folder (from {Path.cwd()}), and "
                           f"it did not load as a hub id ({err}); give a previous stage's final/ folder, e.g. "
                           "the output.dir/final of its run") from err
