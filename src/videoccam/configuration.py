@@ -7,16 +7,18 @@ visual tokens a media item becomes is owned by :attr:`CCAMProjectorConfig.num_qu
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from videoccam.constants import TemporalRope
 from videoccam.errors import ConfigError
 from videoccam.positions import decode_step
 
-PROJECTOR_MASKS = ("ccam", "none")
+ProjectorMask = Literal["ccam", "none"]  # CCAM's causal cross-attention mask, or plain cross-attention
+PROJECTOR_MASKS: tuple[str, ...] = get_args(ProjectorMask)
 
 
 @strict
@@ -61,7 +63,7 @@ class CCAMProjectorConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     output_size: int = 3584
     num_layers: int = 1
-    mask: Literal["ccam", "none"] = "ccam"
+    mask: ProjectorMask = "ccam"
     causal_query_self_attention: bool = True
     initializer_range: float = 0.02
 
@@ -123,7 +125,7 @@ class VideoCCAMConfig(PreTrainedConfig):
     image_token_id: int = 151665
     video_token_id: int = 151666
     frame_block_mask: bool = False
-    temporal_rope: Literal["none", "tc", "frame"] = "none"
+    temporal_rope: TemporalRope = "none"
     rope_gamma: float = 1.0
     tie_word_embeddings: bool = False
 

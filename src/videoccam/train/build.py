@@ -26,6 +26,7 @@ from transformers import (
     SiglipVisionModel,
 )
 
+from videoccam.constants import DEFAULT_NUM_FRAMES, IMAGE_TOKEN, PLACEHOLDER_TOKENS, VIDEO_TOKEN
 from videoccam.configuration import CCAMProjectorConfig, VideoCCAMConfig, temporal_overrides
 from videoccam.errors import ConfigError
 from videoccam.modeling import VideoCCAMForConditionalGeneration
@@ -35,7 +36,6 @@ from videoccam.train.config import LoraSettings, ModelSettings, StageSettings
 
 logger = logging.getLogger(__name__)
 
-PLACEHOLDER_TOKENS = ("<image>", "<video>")
 # model.tokenizer names that need no files: the tiny byte-level BPE of videoccam.testing (any text
 # encodes; chat specials and placeholders included), which the shipped tiny configs build on
 BUILTIN_TOKENIZERS = ("builtin:tiny",)
@@ -109,7 +109,7 @@ def _sub_config(source: str | None, overrides: dict[str, Any], key: str) -> dict
     return merged
 
 
-def build_model(settings: ModelSettings, num_frames: int = 16,
+def build_model(settings: ModelSettings, num_frames: int = DEFAULT_NUM_FRAMES,
                 ) -> tuple[VideoCCAMForConditionalGeneration, VideoCCAMProcessor]:
     """The model (weights in ``settings.dtype``, projector float32) and processor described by ``settings``."""
     dtype = getattr(torch, settings.dtype)
@@ -168,8 +168,8 @@ def _joint_config(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase, v
     return VideoCCAMConfig(
         vision_config=vision, text_config=text,
         projector_config=_projector_config(settings, vision["hidden_size"], text["hidden_size"]),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
         vision_select_layer=settings.vision_select_layer,
         **temporal_overrides(settings),
     )
