@@ -114,3 +114,22 @@ def test_config_validation_names_the_field():
         CCAMProjectorConfig(hidden_size=30, num_heads=4)
     with pytest.raises(ConfigError, match="mask"):
         CCAMProjectorConfig(mask="diagonal")
+
+
+def test_dense_path_builds_the_key_mask_once_per_forward(monkeypatch):
+    """The masks come from videoccam.masks, built once per forward and shared by every block."""
+    import videoccam.projector as projector_module
+
+    calls = []
+    real = projector_module.projector_key_mask
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(projector_module, "projector_key_mask", counting)
+    proj = make(num_layers=3)
+    proj(frames(5), [2, 3], path="dense")
+    assert calls == [(12, [2, 3], P)]
+    proj(frames(5), [2, 3], path="streaming")  # mask-free
+    assert len(calls) == 1

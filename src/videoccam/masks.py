@@ -7,6 +7,8 @@ Shape notation: Q queries, T frames, P visual tokens per frame, B batch, S LLM s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 
@@ -74,6 +76,59 @@ def ccam_query_self_mask(num_queries: int, num_frames: int, device: torch.device
     """
     g = ccam_query_frames(num_queries, num_frames, device)  # [Q]
     return g[None, :] <= g[:, None]  # [Q, Q]
+
+
+def projector_self_mask(num_queries: int, frame_counts: Sequence[int],
+                        device: torch.device | None = None) -> torch.Tensor:
+    """The projector's query self-attention mask of every media item (:func:`ccam_query_self_mask` each).
+
+    Args:
+        num_queries: Q.
+        frame_counts: ``[M]`` frames per media item (an image counts 1).
+
+    Returns:
+        ``BoolTensor[M, 1, Q, Q]`` (True = may attend), one head dimension for SDPA to broadcast.
+    """
+    return torch.stack([ccam_query_self_mask(num_queries, t, device=device) for t in frame_counts])[:, None]
+
+
+def projector_key_mask(num_queries: int, frame_counts: Sequence[int], tokens_per_frame: int, *,
+                       causal: bool = True, device: torch.device | None = None) -> torch.Tensor:
+    """The projector's cross-attention mask over the padded visual tokens of M media items.
+
+    Item m's frames are flattened in temporal order (``T_m * P`` keys) and zero-padded to the longest
+    item (``T_max * P`` keys). Query i of item m may see the P tokens of frame f iff ``f < T_m`` (a real
+    frame) and, with ``causal``, ``f <= g(i) = floor(i * T_m / Q)`` (:func:`ccam_mask`). Padding keys are
+    never seen; every query sees frame 0, so no row is all False. Built once per projector forward and
+    shared by every block and head.
+
+    Args:
+        num_queries: Q.
+        frame_counts: ``[M]`` frames per media item (an image counts 1), each >= 1.
+        tokens_per_frame: P, visual tokens per frame.
+        causal: the CCAM mask (``mask="ccam"``); False = plain cross-attention to every real frame.
+
+    Returns:
+        ``BoolTensor[M, 1, Q, T_max*P]`` (True = may attend).
+
+    Example (Q=4, frame counts [2, 3], P=2, so T_max*P = 6 keys ``f0 f0 f1 f1 f2 f2``)::
+
+        item 0 (T=2, g = 0 0 1 1)   item 1 (T=3, g = 0 0 1 2)
+        q0  1 1 0 0 0 0             q0  1 1 0 0 0 0
+        q1  1 1 0 0 0 0             q1  1 1 0 0 0 0
+        q2  1 1 1 1 0 0             q2  1 1 1 1 0 0
+        q3  1 1 1 1 0 0             q3  1 1 1 1 1 1
+
+    With ``causal=False`` every row of item 0 is ``1 1 1 1 0 0`` and every row of item 1 is all ones.
+    """
+    t_max = max(frame_counts)
+    frames = torch.arange(t_max, device=device)  # [T_max]
+    counts = torch.tensor(list(frame_counts), device=device)  # [M]
+    allowed = (frames[None, :] < counts[:, None])[:, None, :].expand(-1, num_queries, -1)  # [M, Q, T_max]: real
+    if causal:
+        g = torch.stack([ccam_query_frames(num_queries, t, device=device) for t in frame_counts])  # [M, Q]
+        allowed = allowed & (frames[None, None, :] <= g[:, :, None])  # [M, Q, T_max]
+    return allowed.repeat_interleave(tokens_per_frame, dim=2)[:, None]  # [M, Q, T_max*P] -> [M, 1, Q, T_max*P]
 
 
 # ---------------------------------------------------------------------------------------------
