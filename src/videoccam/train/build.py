@@ -26,8 +26,8 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from videoccam.constants import DEFAULT_NUM_FRAMES, IMAGE_TOKEN, PLACEHOLDER_TOKENS, VIDEO_TOKEN
 from videoccam.configuration import CCAMProjectorConfig, VideoCCAMConfig, temporal_overrides
+from videoccam.constants import DEFAULT_NUM_FRAMES, IMAGE_TOKEN, PLACEHOLDER_TOKENS, VIDEO_TOKEN
 from videoccam.errors import ConfigError
 from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.processing.processor import VideoCCAMProcessor
