@@ -21,7 +21,7 @@ from transformers.modeling_outputs import ModelOutput
 from videoccam.configuration import VideoCCAMConfig
 from videoccam.errors import ConfigError
 from videoccam.hf_compat import CACHE_NAME, OTHER_CACHE_NAME, pick_cache
-from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, llm_attention_mask, to_hf_attention_mask
+from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, LLMMaskRule, to_hf_attention_mask
 from videoccam.positions import decode_position_ids, decode_step
 from videoccam.positions import position_ids as temporal_position_ids
 from videoccam.processing.video import Video
@@ -119,7 +119,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
 
     TC-LLaVA options (``config.frame_block_mask``, ``config.temporal_rope``, ``config.rope_gamma``; see
     ``docs/temporal-options.md``) act at prefill, i.e. whenever the KV cache is empty: the model then
-    builds the frame-block 4-D mask (:func:`videoccam.masks.llm_attention_mask`) and/or the temporal
+    builds the frame-block 4-D mask (:class:`videoccam.masks.LLMMaskRule`) and/or the temporal
     positions (:func:`videoccam.positions.position_ids`) from the per-token frame ids of the merge.
     Decode steps (cache non-empty) are plain causal and take ``decode_position_ids(cache_position,
     rope_delta)``.
@@ -280,7 +280,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             )  # [B, S] float32, [B, 1]
         if cfg.frame_block_mask:
             attention_mask = to_hf_attention_mask(
-                llm_attention_mask(frame_ids, media_ids, padding, frame_block=True),
+                LLMMaskRule(frame_ids, media_ids, padding, frame_block=True),
                 attn_implementation=self.language_model.config._attn_implementation,
                 dtype=self.language_model.dtype,
             )  # [B, 1, S, S] (or a BlockMask)
