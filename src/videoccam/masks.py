@@ -308,21 +308,13 @@ def llm_attention_mask(
         b1       1  1  1  1  1  1  0
         t2       1  1  1  1  1  1  1
 
-    Args:
-        frame_ids: frame index of each visual token within its media item; -1 for text and padding.
-        media_ids: ordinal of the media item within its sample; -1 for text and padding.
-        padding_mask: True (or 1) = real token, False (or 0) = padding (left or right).
-        frame_block: add full attention inside each (media item, frame) block.
+    Args: those of :class:`LLMMaskRule`.
 
     Returns:
-        Bool mask, True = may attend.
-
-    Shapes:
-        frame_ids, media_ids, padding_mask: ``[B, S]``.
-        Returns: ``[B, 1, S, S]`` (query, key), as Hugging Face expects a 4-D mask.
+        Bool mask ``[B, 1, S, S]`` (query, key; True = may attend), as Hugging Face expects a 4-D mask.
 
     Raises:
-        ValueError: inconsistent metadata (see the shapes above; padding must carry -1 ids).
+        ValueError: inconsistent metadata (shapes ``[B, S]``; padding must carry -1 ids).
     """
     return LLMMaskRule(frame_ids, media_ids, padding_mask, frame_block=frame_block).dense()
 
@@ -330,8 +322,8 @@ def llm_attention_mask(
 def additive_attention_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Turn a boolean mask (True = may attend) into the additive form: 0 if allowed, else ``finfo.min``.
 
-    Hugging Face ``eager`` (``scores + mask``) and ``flex_attention`` (``score_mod`` adds the tensor)
-    need this form; a boolean mask there would silently add 0/1. SDPA accepts either form.
+    Hugging Face ``eager`` (``scores + mask``) needs this form; a boolean mask there would silently add
+    0/1. SDPA accepts either form.
 
     Args:
         mask: boolean mask, e.g. from :func:`llm_attention_mask`.
