@@ -177,3 +177,19 @@ def test_chat_batched_api(tiny_checkpoint):
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     single = model.chat(QUESTION, random_frames(4, 1), proc, max_new_tokens=6, do_sample=False)
     assert single == answers[:1]
+
+
+def test_from_pretrained_sets_the_projector_path(tiny_checkpoint):
+    """``projector_path=`` switches a checkpoint's projector implementation (weight-free), as the TC options do."""
+    from videoccam import ConfigError
+
+    dense = VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint).eval()
+    streaming = VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint, projector_path="streaming").eval()
+    assert dense.config.projector_config.path == "dense"
+    assert streaming.config.projector_config.path == streaming.projector.config.path == "streaming"
+    pixels = torch.randn(5, 3, dense.config.vision_config.image_size, dense.config.vision_config.image_size)
+    with torch.no_grad():
+        a, b = (m.get_visual_embeds(pixels, [2, 3]).embeds for m in (dense, streaming))
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+    with pytest.raises(ConfigError, match="projector_path"):
+        VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint, projector_path="flash")

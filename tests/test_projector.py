@@ -133,3 +133,23 @@ def test_dense_path_builds_the_key_mask_once_per_forward(monkeypatch):
     assert calls == [(12, [2, 3], P)]
     proj(frames(5), [2, 3], path="streaming")  # mask-free
     assert len(calls) == 1
+
+
+def test_config_path_is_the_default_and_the_argument_overrides_it(monkeypatch):
+    import videoccam.projector as projector_module
+    from videoccam.errors import ConfigError
+
+    calls = []
+    real = projector_module.projector_key_mask
+    monkeypatch.setattr(projector_module, "projector_key_mask", lambda *a, **k: calls.append(a) or real(*a, **k))
+    dense, streaming = make(), make(path="streaming")  # same seed: same weights
+    v = frames(5)
+    out = streaming(v, [2, 3])
+    assert calls == []  # the config's streaming path: no mask
+    torch.testing.assert_close(out.embeds, dense(v, [2, 3]).embeds, atol=2e-5, rtol=2e-5)
+    assert len(calls) == 1
+    streaming(v, [2, 3], path="dense")  # the argument wins for this call
+    assert len(calls) == 2
+    streaming.config.path = "flash"  # changed after validation: named when used
+    with pytest.raises(ConfigError, match=r"projector_config\.path"):
+        streaming(v, [2, 3])

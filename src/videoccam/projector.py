@@ -12,7 +12,8 @@ Each block is pre-norm with residuals::
 
 followed by a final LayerNorm and a linear map to the LLM width.
 
-Two exact implementations of the masked cross-attention (``CCAMProjector.path`` selects one):
+Two exact implementations of the masked cross-attention (config ``path``, :attr:`CCAMProjectorConfig.path`,
+selects one; ``CCAMProjector.forward(..., path=...)`` overrides it for one call):
 
 - ``"dense"`` (reference, default): pads the batch and calls ``scaled_dot_product_attention`` once
   with the boolean ``[M, 1, Q, T_max*P]`` mask of :func:`videoccam.masks.projector_key_mask`, built
@@ -30,17 +31,12 @@ Two exact implementations of the masked cross-attention (``CCAMProjector.path`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videoccam.configuration import CCAMProjectorConfig
+from videoccam.configuration import CCAMProjectorConfig, ProjectorPath, check_projector_path
 from videoccam.masks import ccam_query_frames, projector_key_mask, projector_self_mask
-
-AttentionPath = Literal["dense", "streaming"]
-
 
 @dataclass
 class ProjectorOutput:
@@ -118,7 +114,7 @@ class CCAMBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, visual: torch.Tensor, frame_counts: list[int],
                 self_mask: torch.Tensor | None, key_mask: torch.Tensor | None,
-                query_frames: list[torch.Tensor] | None, path: AttentionPath) -> torch.Tensor:
+                query_frames: list[torch.Tensor] | None, path: ProjectorPath) -> torch.Tensor:
         """One block.
 
         Shapes:
@@ -219,7 +215,6 @@ class CCAMProjector(nn.Module):
         self.layers = nn.ModuleList(CCAMBlock(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.output_proj = nn.Linear(config.hidden_size, config.output_size)
-        self.path: AttentionPath = "dense"  # measured faster on CPU; see bench/projector.py
         nn.init.normal_(self.query, std=config.initializer_range)
 
     def query_frame_ids(self, frame_counts: list[int], device: torch.device) -> torch.Tensor:
@@ -230,25 +225,31 @@ class CCAMProjector(nn.Module):
         return torch.stack([ccam_query_frames(q, t, device=device) for t in frame_counts])  # [M, Q]
 
     def forward(self, visual: torch.Tensor, frame_counts: list[int] | torch.Tensor,
-                path: AttentionPath | None = None) -> ProjectorOutput:
+                path: ProjectorPath | None = None) -> ProjectorOutput:
         """Project the visual tokens.
 
         Args:
             visual: ``[N, P, Dv]``, the frames of all M items concatenated in order.
             frame_counts: ``[M]`` frames per item, summing to N (an image counts 1).
-            path: ``"dense"`` or ``"streaming"``; default :attr:`path` (``"dense"``).
+            path: ``"dense"`` or ``"streaming"`` for this call; default ``config.path``.
 
         Returns:
             :class:`ProjectorOutput` with ``embeds [M, Q, Do]`` and ``frame_ids [M, Q]``.
+
+        Raises:
+            ValueError: ``frame_counts`` not positive or not summing to N.
+            ConfigError: (a ``ValueError``) an unknown ``path`` (or ``config.path``), naming it.
         """
         counts = [int(c) for c in frame_counts]
         if not counts or min(counts) < 1 or sum(counts) != visual.shape[0]:
             raise ValueError(
                 f"frame_counts {counts} must be positive and sum to the number of frames ({visual.shape[0]})"
             )
-        path = path or self.path
-        if path not in ("dense", "streaming"):
-            raise ValueError(f"projector path must be 'dense' or 'streaming', got {path!r}")
+        if path is None:
+            path = self.config.path
+            check_projector_path(path)  # the config may have been changed after its validation
+        else:
+            check_projector_path(path, "path")
         num_query, device = self.config.num_query, visual.device
         frame_ids = self.query_frame_ids(counts, device)  # [M, Q]
         use_ccam = self.config.mask == "ccam"
