@@ -31,12 +31,14 @@ selects one; ``CCAMProjector.forward(..., path=...)`` overrides it for one call)
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from videoccam.configuration import CCAMProjectorConfig, ProjectorPath, check_projector_path
 from videoccam.masks import ccam_query_frames, projector_key_mask, projector_self_mask
+
 
 @dataclass
 class ProjectorOutput:
