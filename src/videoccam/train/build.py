@@ -32,6 +32,7 @@ from videoccam.errors import ConfigError
 from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.processing.processor import VideoCCAMProcessor
 from videoccam.projector import CCAMProjector
+from videoccam.train.adapter_folder import attach_adapters, is_adapter_folder, read_base_settings
 from videoccam.train.config import LoraSettings, ModelSettings, StageSettings
 
 logger = logging.getLogger(__name__)
@@ -114,9 +115,7 @@ def build_model(settings: ModelSettings, num_frames: int = DEFAULT_NUM_FRAMES,
     """The model (weights in ``settings.dtype``, projector float32) and processor described by ``settings``."""
     dtype = getattr(torch, settings.dtype)
     if settings.checkpoint is not None:
-        from videoccam.train.export import BASE_FILE, load_trained
-
-        if (Path(settings.checkpoint) / BASE_FILE).is_file():  # a previous stage saved as adapters
+        if is_adapter_folder(settings.checkpoint):  # a previous stage saved as adapters
             model, processor = load_trained(settings.checkpoint)
             model.to(dtype)
         else:
@@ -148,6 +147,19 @@ def build_model(settings: ModelSettings, num_frames: int = DEFAULT_NUM_FRAMES,
     model.generation_config.suppress_tokens = [config.image_token_id, config.video_token_id]
     image_processor = AutoImageProcessor.from_pretrained(settings.vision)
     return model, _make_processor(tokenizer, image_processor, config, settings, num_frames)
+
+
+def load_trained(path: str | Path, **kwargs: Any) -> tuple[VideoCCAMForConditionalGeneration, VideoCCAMProcessor]:
+    """Load a run's final folder: a full checkpoint, or adapters on top of their rebuilt base.
+
+    ``kwargs`` go to ``from_pretrained`` for full checkpoints (dtype, device_map, TC options, ...).
+    """
+    path = Path(path)
+    if not is_adapter_folder(path):
+        return (VideoCCAMForConditionalGeneration.from_pretrained(path, **kwargs),
+                AutoProcessor.from_pretrained(path))
+    model, _ = build_model(read_base_settings(path))
+    return attach_adapters(model, path).eval(), AutoProcessor.from_pretrained(path)
 
 
 def _set_projector_options(model: VideoCCAMForConditionalGeneration, options: dict[str, Any]) -> None:
