@@ -18,7 +18,8 @@ def test_released_v12_config_parses(tmp_path):
     p = cfg.projector_config
     assert (p.num_query, p.hidden_size, p.cross_hidden_size, p.num_heads, p.intermediate_size) == (
         1024, 1024, 1152, 16, 4096)
-    assert (p.hidden_act, p.attention_bias, p.mlp_bias, p.dropout, p.layer_norm_eps) == ("swiglu", True, True, 0.1, 1e-5)
+    assert (p.hidden_act, p.attention_bias, p.mlp_bias, p.dropout, p.layer_norm_eps) == (
+        "swiglu", True, True, 0.1, 1e-5)
     assert p.output_size == cfg.text_config.hidden_size == 3584
     assert cfg.text_config.model_type == "qwen2" and cfg.text_config.num_hidden_layers == 28
     assert cfg.vision_config.hidden_size == 1152 and cfg.vision_config.patch_size == 14

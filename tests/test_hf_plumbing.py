@@ -88,7 +88,7 @@ T = -1
 
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny(family: str) -> torch.nn.Module:
     config_cls, model_cls = FAMILIES[family]
     config = config_cls(

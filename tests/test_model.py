@@ -1,9 +1,9 @@
 import pytest
 import torch
-from conftest import random_frames
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 import videoccam  # noqa: F401  (registers the Auto classes)
+from conftest import random_frames
 from videoccam import VideoCCAMForConditionalGeneration
 from videoccam.testing import make_tiny_model
 
@@ -93,7 +93,8 @@ def test_options_off_equal_plain_hf_llm_on_same_embeddings(tiny_checkpoint, tmp_
     proc = AutoProcessor.from_pretrained(tiny_checkpoint)
     model.language_model.save_pretrained(tmp_path / "llm")
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "llm").eval()
-    inputs = proc([QUESTION, [{"role": "user", "content": "<image> hi"}]], [[random_frames(4, 1)], [random_frames(1, 2)]])
+    inputs = proc([QUESTION, [{"role": "user", "content": "<image> hi"}]],
+                  [[random_frames(4, 1)], [random_frames(1, 2)]])
     with torch.no_grad():
         merged = model.merge_visual(inputs["input_ids"], model.get_input_embeddings()(inputs["input_ids"]),
                                     inputs["pixel_values"], inputs["frame_counts"])

@@ -95,7 +95,7 @@ def test_batched_variable_length_equals_single(path):
     counts = [4, 1, 9]
     v = torch.randn(sum(counts), P, DV)
     batched = proj(v, counts, path=path).embeds
-    single = torch.cat([proj(x, [n], path=path).embeds for x, n in zip(v.split(counts), counts)])
+    single = torch.cat([proj(x, [n], path=path).embeds for x, n in zip(v.split(counts), counts, strict=True)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 

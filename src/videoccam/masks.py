@@ -164,7 +164,7 @@ def _check_token_metadata(
             metadata, an empty sequence, or a sample with no real token.
     """
     names = ("frame_ids", "media_ids", "padding_mask")
-    for name, t in zip(names, (frame_ids, media_ids, padding_mask)):
+    for name, t in zip(names, (frame_ids, media_ids, padding_mask), strict=True):
         if not isinstance(t, torch.Tensor):
             raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.ndim != 2:
@@ -176,7 +176,7 @@ def _check_token_metadata(
         )
     if frame_ids.shape[1] == 0:
         raise ValueError("the sequence length S must be >= 1, got an empty sequence")
-    for name, t in zip(names[:2], (frame_ids, media_ids)):
+    for name, t in zip(names[:2], (frame_ids, media_ids), strict=True):
         if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
             raise ValueError(f"{name} must be an integer tensor, got dtype {t.dtype}")
         if bool((t < -1).any()):

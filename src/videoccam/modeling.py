@@ -197,7 +197,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
         first_item_of_row = torch.searchsorted(item_row, item_row, right=False)  # [M], rows are sorted
         ordinal = torch.arange(num_media, device=rows.device) - first_item_of_row  # [M]
         embeds = inputs_embeds.clone()
-        embeds[rows, cols] = visual.embeds.reshape(-1, visual.embeds.shape[-1]).to(embeds.device, embeds.dtype)  # [M*Q, D]
+        flat = visual.embeds.reshape(-1, visual.embeds.shape[-1])  # [M, Q, D] -> [M*Q, D]
+        embeds[rows, cols] = flat.to(embeds.device, embeds.dtype)
         frame_ids[rows, cols] = visual.frame_ids.reshape(-1).to(frame_ids.device)  # [M*Q]
         media_ids[rows, cols] = ordinal[:, None].expand(-1, num_query).reshape(-1)  # [M*Q]
         return MultimodalEmbeddings(embeds, frame_ids, media_ids)

@@ -149,10 +149,8 @@ def position_ids(
 
     positions = positions.masked_fill(~real, 0)  # [B, S]
     p_last = positions.gather(1, last_real[:, -1:])  # [B, 1] position of the last real token
-    if mode == "none":
-        rope_delta = p_last + 1 - seq_len  # [B, 1] long: -(number of padding slots) for left padding
-    else:
-        rope_delta = p_last + step - seq_len * step  # [B, 1] float32
+    # [B, 1]: long for "none" (-(number of padding slots) for left padding), else float32
+    rope_delta = p_last + 1 - seq_len if mode == "none" else p_last + step - seq_len * step
     return positions, rope_delta
 
 

@@ -170,7 +170,7 @@ def _cross_attention_streaming(attn: ProjectorAttention, q: torch.Tensor, k: tor
     group = num_heads // k.shape[1]
     scale = head_dim ** -0.5
     outputs = []
-    for m, (kk, vv) in enumerate(zip(k.split(frame_counts), v.split(frame_counts))):  # [T, K, P, Dh] each
+    for m, (kk, vv) in enumerate(zip(k.split(frame_counts), v.split(frame_counts), strict=True)):  # [T, K, P, Dh] each
         if query_frames is None:  # plain cross-attention: every query sees every real frame
             outputs.append(attn.attend(q[m], kk.transpose(0, 1).flatten(1, 2), vv.transpose(0, 1).flatten(1, 2)))
             continue
