@@ -18,7 +18,8 @@ def test_released_v12_config_parses(tmp_path):
     p = cfg.projector_config
     assert (p.num_query, p.hidden_size, p.cross_hidden_size, p.num_heads, p.intermediate_size) == (
         1024, 1024, 1152, 16, 4096)
-    assert (p.hidden_act, p.attention_bias, p.mlp_bias, p.dropout, p.layer_norm_eps) == ("swiglu", True, True, 0.1, 1e-5)
+    assert (p.hidden_act, p.attention_bias, p.mlp_bias, p.dropout, p.layer_norm_eps) == (
+        "swiglu", True, True, 0.1, 1e-5)
     assert p.output_size == cfg.text_config.hidden_size == 3584
     assert cfg.text_config.model_type == "qwen2" and cfg.text_config.num_hidden_layers == 28
     assert cfg.vision_config.hidden_size == 1152 and cfg.vision_config.patch_size == 14
@@ -55,3 +56,39 @@ def test_inconsistent_config_names_the_field(change, field):
 
 def test_version_is_exported():
     assert videoccam.__version__
+
+
+def test_projector_path_is_a_validated_config_field():
+    from videoccam import CCAMProjectorConfig
+
+    assert CCAMProjectorConfig().path == "dense"  # measured the faster on CPU (bench/projector.py)
+    assert CCAMProjectorConfig(path="streaming").path == "streaming"
+    with pytest.raises(ConfigError, match=r"projector_config\.path must be one of \('dense', 'streaming'\)"):
+        CCAMProjectorConfig(path="flash")
+    cfg = VideoCCAMConfig.from_dict(json.loads(FIXTURE.read_text()))
+    assert cfg.projector_config.path == cfg.projector_path == "dense"  # absent from v1.2 files: the default
+    cfg.projector_path = "streaming"
+    assert cfg.projector_config.path == "streaming" and "projector_path" not in cfg.to_dict()
+    with pytest.raises(ConfigError, match=r"projector_path must be one of \('dense', 'streaming'\)"):
+        cfg.projector_path = "flash"
+
+
+def test_projector_path_round_trips(tmp_path):
+    data = json.loads(FIXTURE.read_text())
+    data["projector_config"]["path"] = "streaming"
+    VideoCCAMConfig.from_dict(data).save_pretrained(tmp_path)
+    assert AutoConfig.from_pretrained(tmp_path).projector_config.path == "streaming"
+
+
+def test_training_config_sets_the_projector_path():
+    """``model.projector.path`` reaches the built model's projector config like any projector field."""
+    from videoccam.configs import resolve_config
+    from videoccam.train import load_config
+    from videoccam.train.build import build_model
+
+    config = load_config(resolve_config("tiny-align"), ["data.train=x.json", "model.projector.path=streaming"])
+    model, _ = build_model(config.model, 4)
+    assert model.projector.config.path == model.config.projector_config.path == "streaming"
+    config = load_config(resolve_config("tiny-align"), ["data.train=x.json", "model.projector.path=flash"])
+    with pytest.raises(ConfigError, match=r"projector_config\.path"):
+        build_model(config.model, 4)

@@ -15,8 +15,9 @@ sdpa_attention.py``, ``integrations/flex_attention.py`` and ``generation/utils.p
       - ``"eager"``: additive float only (0 / ``finfo(dtype).min``). Eager computes
         ``scores + mask``, so a bool mask is **silently wrong** (it adds 0/1).
       - ``"flex_attention"``: a ``BlockMask``. A dense tensor goes into a ``score_mod``, and on CPU with
-        torch 2.13 that crashes the process (``free(): invalid next size``). The ``BlockMask`` works
-        but compiles for about 15 s on CPU, so that test is marked ``slow``.
+        torch 2.13 that crashes the process (``free(): invalid next size``). The ``BlockMask`` is built
+        from ``masks.LLMMaskRule.mask_mod`` (a predicate over the per-token metadata, no ``[B, S, S]``
+        tensor); it works but compiles for about 15 s on CPU, so that test is marked ``slow``.
       - ``"flash_attention_2/3/4"``: ``flash_attention_mask`` keeps only the 2-D padding mask and
         drops every mask function. A custom pattern is lost silently, so reject these backends.
     A real query must never attend padding. A padding query row must not be all False (it
@@ -73,7 +74,7 @@ from transformers import DynamicCache, GenerationConfig
 from transformers.masking_utils import causal_mask_function, flash_attention_mask
 
 from videoccam.hf_compat import CACHE_NAME
-from videoccam.masks import llm_attention_mask, to_hf_attention_mask
+from videoccam.masks import LLMMaskRule, llm_attention_mask, to_hf_attention_mask
 from videoccam.positions import decode_position_ids, position_ids
 
 FAMILIES = {
@@ -87,7 +88,7 @@ T = -1
 
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _tiny(family: str) -> torch.nn.Module:
     config_cls, model_cls = FAMILIES[family]
     config = config_cls(
@@ -213,9 +214,9 @@ def test_flex_attention_block_mask_equals_sdpa():
     """``flex_attention`` honours a ``BlockMask`` (about 15 s to compile on CPU, hence slow)."""
     x, f, m, pad = batch()
     pos, _ = position_ids(f, m, pad, mode="tc", gamma=1.0)
-    mask = llm_attention_mask(f, m, pad, frame_block=True)
-    ref = run(tiny("llama", "sdpa"), x, mask, pos).logits
-    out = run(tiny("llama", "flex_attention"), x, mask, pos).logits
+    rule = LLMMaskRule(f, m, pad, frame_block=True)  # flex builds its BlockMask from the rule's predicate
+    ref = run(tiny("llama", "sdpa"), x, llm_attention_mask(f, m, pad, frame_block=True), pos).logits
+    out = run(tiny("llama", "flex_attention"), x, rule, pos).logits
     assert torch.allclose(out[pad], ref[pad], atol=1e-4)
 
 

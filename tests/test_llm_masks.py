@@ -1,11 +1,12 @@
-"""Literal tests of ``masks.llm_attention_mask`` (TC-LLaVA frame-wise block causal prefill mask)."""
+"""Literal tests of ``masks.llm_attention_mask`` (TC-LLaVA frame-wise block causal prefill mask) and of the
+predicate it is evaluated from (``masks.LLMMaskRule.mask_mod``), which also builds the FlexAttention BlockMask."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from videoccam.masks import additive_attention_mask, llm_attention_mask, to_hf_attention_mask
+from videoccam.masks import LLMMaskRule, additive_attention_mask, llm_attention_mask, to_hf_attention_mask
 
 T = -1  # text / padding marker in the metadata
 
@@ -165,3 +166,82 @@ def test_bad_shapes_raise():
         llm_attention_mask(f[0], f[0], torch.ones(3, dtype=torch.bool), frame_block=True)
     with pytest.raises(ValueError, match="integer"):
         llm_attention_mask(f.float(), f, torch.ones(2, 3, dtype=torch.bool), frame_block=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# the rule as a predicate (mask_mod) and the FlexAttention BlockMask built from it
+# ---------------------------------------------------------------------------------------------
+
+RULE_CASES = {  # (frame_ids, media_ids, padding_mask [B, S]) -> expected frame-block mask (rows of the dense form)
+    "text, video, text": (
+        [[T, T, 0, 0, 1, 1, T]], [[T, T, 0, 0, 0, 0, T]], [[1] * 7],
+        [["1000000", "1100000", "1111000", "1111000", "1111110", "1111110", "1111111"]],
+    ),
+    "two videos with the same frame numbers": (
+        [[0, 0, 1, 0, 0, 1]], [[0, 0, 0, 1, 1, 1]], [[1] * 6],
+        [["110000", "110000", "111000", "111110", "111110", "111111"]],
+    ),
+    "left padding and right padding in one batch": (
+        [[T, T, T, 0, 0, T], [T, 0, 0, T, T, T]], [[T, T, T, 0, 0, T], [T, 0, 0, T, T, T]],
+        [[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]],
+        [["100000", "010000", "001000", "001110", "001110", "001111"],
+         ["100000", "111000", "111000", "111100", "111110", "111101"]],  # right-padding rows: real keys + self
+    ),
+}
+
+
+def _rule(case: str) -> tuple[LLMMaskRule, torch.Tensor]:
+    frames, media, real, rows = RULE_CASES[case]
+    rule = LLMMaskRule(torch.tensor(frames), torch.tensor(media), torch.tensor(real, dtype=torch.bool),
+                       frame_block=True)
+    expected = torch.stack([mat(r)[0] for r in rows])  # [B, 1, S, S]
+    return rule, expected
+
+
+@pytest.mark.parametrize("case", RULE_CASES)
+def test_mask_mod_on_every_pair_equals_the_literal_dense_mask(case):
+    from torch.nn.attention.flex_attention import create_mask
+
+    rule, expected = _rule(case)
+    batch, seq_len = rule.shape
+    assert torch.equal(rule.dense(), expected)
+    assert torch.equal(llm_attention_mask(rule.frame_ids, rule.media_ids, rule.padding_mask, frame_block=True),
+                       expected)
+    # what FlexAttention evaluates: the predicate at every (b, h, q, k), through vmap
+    assert torch.equal(create_mask(rule.mask_mod, batch, 1, seq_len, seq_len, device="cpu"), expected)
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+@pytest.mark.parametrize("case", RULE_CASES)
+def test_flex_block_mask_from_the_predicate_equals_the_dense_mask(case):
+    """The BlockMask that ``to_hf_attention_mask`` hands ``flex_attention`` is built from the predicate (no
+    dense tensor), covers the whole [B, 1, S, S] and attends exactly as SDPA under the dense mask."""
+    from torch.nn.attention.flex_attention import BlockMask, create_mask, flex_attention
+
+    rule, expected = _rule(case)
+    batch, seq_len = rule.shape
+    block = to_hf_attention_mask(rule, attn_implementation="flex_attention", dtype=torch.float32)
+    assert isinstance(block, BlockMask) and block.shape == (batch, 1, seq_len, seq_len)
+    assert torch.equal(create_mask(block.mask_mod, batch, 1, seq_len, seq_len, device="cpu"), expected)
+    q, k, v = torch.randn(3, batch, 2, seq_len, 8, generator=torch.Generator().manual_seed(0))
+    flex = flex_attention(q, k, v, block_mask=block)  # [B, H, S, Dh]
+    sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=expected)
+    torch.testing.assert_close(flex, sdpa, atol=1e-5, rtol=1e-5)
+
+
+def test_rule_forms_for_sdpa_and_eager_equal_the_dense_mask():
+    rule, expected = _rule("text, video, text")
+    assert torch.equal(to_hf_attention_mask(rule, attn_implementation="sdpa", dtype=torch.float32), expected)
+    eager = to_hf_attention_mask(rule, attn_implementation="eager", dtype=torch.float32)
+    assert torch.equal(eager, additive_attention_mask(expected, torch.float32))
+
+
+def test_flex_attention_refuses_a_dense_tensor_and_the_rule_validates():
+    rule, expected = _rule("text, video, text")
+    with pytest.raises(ValueError, match="LLMMaskRule"):
+        to_hf_attention_mask(expected, attn_implementation="flex_attention", dtype=torch.float32)
+    with pytest.raises(ValueError, match="cannot apply"):
+        to_hf_attention_mask(rule, attn_implementation="flash_attention_2", dtype=torch.float32)
+    f, m, r = meta([0, T], [0, T], [0, 1])
+    with pytest.raises(ValueError, match="padding tokens"):
+        LLMMaskRule(f, m, r, frame_block=True)

@@ -1,9 +1,9 @@
 import pytest
 import torch
-from conftest import random_frames
 from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor
 
 import videoccam  # noqa: F401  (registers the Auto classes)
+from conftest import random_frames
 from videoccam import VideoCCAMForConditionalGeneration
 from videoccam.testing import make_tiny_model
 
@@ -93,7 +93,8 @@ def test_options_off_equal_plain_hf_llm_on_same_embeddings(tiny_checkpoint, tmp_
     proc = AutoProcessor.from_pretrained(tiny_checkpoint)
     model.language_model.save_pretrained(tmp_path / "llm")
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "llm").eval()
-    inputs = proc([QUESTION, [{"role": "user", "content": "<image> hi"}]], [[random_frames(4, 1)], [random_frames(1, 2)]])
+    inputs = proc([QUESTION, [{"role": "user", "content": "<image> hi"}]],
+                  [[random_frames(4, 1)], [random_frames(1, 2)]])
     with torch.no_grad():
         merged = model.merge_visual(inputs["input_ids"], model.get_input_embeddings()(inputs["input_ids"]),
                                     inputs["pixel_values"], inputs["frame_counts"])
@@ -177,3 +178,19 @@ def test_chat_batched_api(tiny_checkpoint):
     assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
     single = model.chat(QUESTION, random_frames(4, 1), proc, max_new_tokens=6, do_sample=False)
     assert single == answers[:1]
+
+
+def test_from_pretrained_sets_the_projector_path(tiny_checkpoint):
+    """``projector_path=`` switches a checkpoint's projector implementation (weight-free), as the TC options do."""
+    from videoccam import ConfigError
+
+    dense = VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint).eval()
+    streaming = VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint, projector_path="streaming").eval()
+    assert dense.config.projector_config.path == "dense"
+    assert streaming.config.projector_config.path == streaming.projector.config.path == "streaming"
+    pixels = torch.randn(5, 3, dense.config.vision_config.image_size, dense.config.vision_config.image_size)
+    with torch.no_grad():
+        a, b = (m.get_visual_embeds(pixels, [2, 3]).embeds for m in (dense, streaming))
+    torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
+    with pytest.raises(ConfigError, match="projector_path"):
+        VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint, projector_path="flash")

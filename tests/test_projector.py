@@ -95,7 +95,7 @@ def test_batched_variable_length_equals_single(path):
     counts = [4, 1, 9]
     v = torch.randn(sum(counts), P, DV)
     batched = proj(v, counts, path=path).embeds
-    single = torch.cat([proj(x, [n], path=path).embeds for x, n in zip(v.split(counts), counts)])
+    single = torch.cat([proj(x, [n], path=path).embeds for x, n in zip(v.split(counts), counts, strict=True)])
     torch.testing.assert_close(batched, single, atol=1e-5, rtol=1e-5)
 
 
@@ -114,3 +114,42 @@ def test_config_validation_names_the_field():
         CCAMProjectorConfig(hidden_size=30, num_heads=4)
     with pytest.raises(ConfigError, match="mask"):
         CCAMProjectorConfig(mask="diagonal")
+
+
+def test_dense_path_builds_the_key_mask_once_per_forward(monkeypatch):
+    """The masks come from videoccam.masks, built once per forward and shared by every block."""
+    import videoccam.projector as projector_module
+
+    calls = []
+    real = projector_module.projector_key_mask
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(projector_module, "projector_key_mask", counting)
+    proj = make(num_layers=3)
+    proj(frames(5), [2, 3], path="dense")
+    assert calls == [(12, [2, 3], P)]
+    proj(frames(5), [2, 3], path="streaming")  # mask-free
+    assert len(calls) == 1
+
+
+def test_config_path_is_the_default_and_the_argument_overrides_it(monkeypatch):
+    import videoccam.projector as projector_module
+    from videoccam.errors import ConfigError
+
+    calls = []
+    real = projector_module.projector_key_mask
+    monkeypatch.setattr(projector_module, "projector_key_mask", lambda *a, **k: calls.append(a) or real(*a, **k))
+    dense, streaming = make(), make(path="streaming")  # same seed: same weights
+    v = frames(5)
+    out = streaming(v, [2, 3])
+    assert calls == []  # the config's streaming path: no mask
+    torch.testing.assert_close(out.embeds, dense(v, [2, 3]).embeds, atol=2e-5, rtol=2e-5)
+    assert len(calls) == 1
+    streaming(v, [2, 3], path="dense")  # the argument wins for this call
+    assert len(calls) == 2
+    streaming.config.path = "flash"  # changed after validation: named when used
+    with pytest.raises(ConfigError, match=r"projector_config\.path"):
+        streaming(v, [2, 3])

@@ -11,9 +11,9 @@ import functools
 
 import pytest
 import torch
-from conftest import random_frames
 from transformers import PreTrainedModel
 
+from conftest import random_frames
 from videoccam import ConfigError, VideoCCAMForConditionalGeneration
 from videoccam.testing import make_tiny_checkpoint, make_tiny_model
 
@@ -40,7 +40,7 @@ def fresh(family="qwen2", fb=False, mode="none", gamma=1.0, impl="sdpa"):
     return model, proc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cached_model(family="qwen2", fb=False, mode="none", gamma=1.0):
     """Shared read-only models (never mutate them)."""
     return fresh(family, fb, mode, gamma)

@@ -7,16 +7,26 @@ visual tokens a media item becomes is owned by :attr:`CCAMProjectorConfig.num_qu
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from videoccam.constants import TemporalRope
 from videoccam.errors import ConfigError
 from videoccam.positions import decode_step
 
-PROJECTOR_MASKS = ("ccam", "none")
+ProjectorMask = Literal["ccam", "none"]  # CCAM's causal cross-attention mask, or plain cross-attention
+PROJECTOR_MASKS: tuple[str, ...] = get_args(ProjectorMask)
+ProjectorPath = Literal["dense", "streaming"]  # the two exact implementations of the masked cross-attention
+PROJECTOR_PATHS: tuple[str, ...] = get_args(ProjectorPath)
+
+
+def check_projector_path(value: object, name: str = "projector_config.path") -> None:
+    """Raise :class:`ConfigError` naming ``name`` unless ``value`` is one of :data:`PROJECTOR_PATHS`."""
+    if value not in PROJECTOR_PATHS:
+        raise ConfigError(f"{name} must be one of {PROJECTOR_PATHS}, got {value!r}")
 
 
 @strict
@@ -42,6 +52,10 @@ class CCAMProjectorConfig(PreTrainedConfig):
             frame-order-invariant ablation baseline).
         causal_query_self_attention: query i may attend query k only if ``g(k) <= g(i)``.
         initializer_range: std of the normal init of the queries and linear weights.
+        path: how the masked cross-attention runs, with the same result (see :mod:`videoccam.projector`):
+            ``"dense"`` (one SDPA call with the padded boolean mask; the faster on CPU) or ``"streaming"``
+            (mask-free, frame by frame with an online softmax; less peak memory). Weight-free: a loaded
+            checkpoint may switch it (``from_pretrained(..., projector_path="streaming")``).
     """
 
     model_type = "ccam_projector"
@@ -61,9 +75,10 @@ class CCAMProjectorConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     output_size: int = 3584
     num_layers: int = 1
-    mask: Literal["ccam", "none"] = "ccam"
+    mask: ProjectorMask = "ccam"
     causal_query_self_attention: bool = True
     initializer_range: float = 0.02
+    path: ProjectorPath = "dense"
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -83,6 +98,7 @@ class CCAMProjectorConfig(PreTrainedConfig):
             raise ConfigError(f"projector_config.hidden_act must be 'swiglu', got {self.hidden_act!r}")
         if self.mask not in PROJECTOR_MASKS:
             raise ConfigError(f"projector_config.mask must be one of {PROJECTOR_MASKS}, got {self.mask!r}")
+        check_projector_path(self.path)
 
     @property
     def head_dim(self) -> int:
@@ -123,7 +139,7 @@ class VideoCCAMConfig(PreTrainedConfig):
     image_token_id: int = 151665
     video_token_id: int = 151666
     frame_block_mask: bool = False
-    temporal_rope: Literal["none", "tc", "frame"] = "none"
+    temporal_rope: TemporalRope = "none"
     rope_gamma: float = 1.0
     tie_word_embeddings: bool = False
 
@@ -153,6 +169,17 @@ class VideoCCAMConfig(PreTrainedConfig):
         """Visual tokens per image or video in the LLM sequence (owned by the projector config)."""
         return self.projector_config.num_query
 
+    @property
+    def projector_path(self) -> ProjectorPath:
+        """``projector_config.path``, settable at the top level so that ``from_pretrained(path,
+        projector_path="streaming")`` switches a checkpoint's projector as it sets the TC options."""
+        return self.projector_config.path
+
+    @projector_path.setter
+    def projector_path(self, value: ProjectorPath) -> None:
+        check_projector_path(value, "projector_path")
+        self.projector_config.path = value
+
 
 TEMPORAL_OPTIONS = ("frame_block_mask", "temporal_rope", "rope_gamma")
 
@@ -163,6 +190,13 @@ def temporal_overrides(source: object) -> dict[str, object]:
     checkpoint's (or the default) value."""
     given = {name: getattr(source, name) for name in TEMPORAL_OPTIONS}
     return {name: value for name, value in given.items() if value is not None}
+
+
+def projector_overrides(source: object) -> dict[str, object]:
+    """``{"projector_path": ...}`` when ``source`` (CLI arguments) has a ``projector_path`` that is not None,
+    as a ``from_pretrained`` keyword argument (see :attr:`VideoCCAMConfig.projector_path`); else ``{}``."""
+    value = getattr(source, "projector_path", None)
+    return {} if value is None else {"projector_path": value}
 
 
 def _check_positive(config: PreTrainedConfig, *fields: str) -> None:

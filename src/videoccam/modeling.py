@@ -1,5 +1,9 @@
 """VideoCCAMForConditionalGeneration: SigLIP -> CCAM projector -> any Hugging Face causal LM.
 
+This module holds the model: vision encoding, the multimodal merge, the TC-LLaVA prefill and
+``forward``. Its output type, the ``generate`` hooks and ``chat`` are in :mod:`videoccam.generation`;
+masks, positions and the projector in their own modules.
+
 Shape notation: B batch, S sequence, M media items in the batch, N frames of all items,
 C=3 channels, P visual tokens per frame, Dv vision width, Q visual tokens per item, D LLM width.
 """
@@ -8,27 +12,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from os import PathLike
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModel, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers import AutoModel, AutoModelForCausalLM, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
-from transformers.modeling_outputs import ModelOutput
 
 from videoccam.configuration import VideoCCAMConfig
 from videoccam.errors import ConfigError
-from videoccam.hf_compat import CACHE_NAME, OTHER_CACHE_NAME, pick_cache
-from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, llm_attention_mask, to_hf_attention_mask
+from videoccam.generation import VideoCCAMGenerationMixin, VideoCCAMOutput
+from videoccam.hf_compat import CACHE_NAME, pick_cache
+from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, LLMMaskRule, to_hf_attention_mask
 from videoccam.positions import decode_position_ids, decode_step
 from videoccam.positions import position_ids as temporal_position_ids
-from videoccam.processing.video import Video
 from videoccam.projector import CCAMProjector, ProjectorOutput
-
-if TYPE_CHECKING:
-    from videoccam.processing.processor import VideoCCAMProcessor
 
 logger = logging.getLogger(__name__)
 
@@ -46,42 +45,6 @@ class MultimodalEmbeddings:
     inputs_embeds: torch.Tensor
     frame_ids: torch.Tensor
     media_ids: torch.Tensor
-
-
-@dataclass
-class VideoCCAMOutput(ModelOutput):
-    """Output of :meth:`VideoCCAMForConditionalGeneration.forward`.
-
-    Attributes:
-        loss: next-token cross-entropy over labelled tokens, when ``labels`` were given.
-        logits: ``[B, S, V]`` (or the kept positions with ``logits_to_keep``).
-        cache: the LLM's KV cache. The field has the installed transformers' name (``cache`` from 5.24 on,
-            ``past_key_values`` before, which ``generate`` reads); the other name is a read-only alias, so
-            ``out.cache`` and ``out.past_key_values`` both work on every supported release.
-        hidden_states / attentions: from the LLM, when requested.
-        frame_ids: ``[B, S]`` per-token frame index of this forward's tokens (-1 = text), when media were given.
-        rope_delta: ``[B, 1]``, with ``temporal_rope != "none"``: the offset that continues the prefill's
-            temporal positions while decoding (pass it back as ``rope_delta=`` on cached decode steps;
-            ``generate`` does this itself).
-    """
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    if CACHE_NAME == "cache":
-        cache: Cache | None = None
-    else:
-        past_key_values: Cache | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
-    frame_ids: torch.Tensor | None = None
-    rope_delta: torch.Tensor | None = None
-
-
-def _cache_alias(self: VideoCCAMOutput) -> Cache | None:
-    return getattr(self, CACHE_NAME)
-
-
-setattr(VideoCCAMOutput, OTHER_CACHE_NAME, property(_cache_alias, doc="The KV cache (alias of the field)."))
 
 
 class VideoCCAMPreTrainedModel(PreTrainedModel):
@@ -110,16 +73,17 @@ class VideoCCAMPreTrainedModel(PreTrainedModel):
             init.zeros_(module.bias)
 
 
-class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixin):
+class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGenerationMixin):
     """Video-CCAM: a SigLIP vision encoder, a CCAM projector and a causal LM, as one HF model.
 
     The processor writes Q placeholder tokens (``image_token_id`` / ``video_token_id``) per media
     item; :meth:`forward` encodes the frames, projects each item to Q tokens and scatters them into
-    exactly those positions, then runs the LLM.
+    exactly those positions, then runs the LLM. The projector runs its ``config.projector_config.path``
+    (``"dense"`` or ``"streaming"``; ``from_pretrained(..., projector_path="streaming")`` switches it).
 
     TC-LLaVA options (``config.frame_block_mask``, ``config.temporal_rope``, ``config.rope_gamma``; see
     ``docs/temporal-options.md``) act at prefill, i.e. whenever the KV cache is empty: the model then
-    builds the frame-block 4-D mask (:func:`videoccam.masks.llm_attention_mask`) and/or the temporal
+    builds the frame-block 4-D mask (:class:`videoccam.masks.LLMMaskRule`) and/or the temporal
     positions (:func:`videoccam.positions.position_ids`) from the per-token frame ids of the merge.
     Decode steps (cache non-empty) are plain causal and take ``decode_position_ids(cache_position,
     rope_delta)``.
@@ -233,7 +197,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
         first_item_of_row = torch.searchsorted(item_row, item_row, right=False)  # [M], rows are sorted
         ordinal = torch.arange(num_media, device=rows.device) - first_item_of_row  # [M]
         embeds = inputs_embeds.clone()
-        embeds[rows, cols] = visual.embeds.reshape(-1, visual.embeds.shape[-1]).to(embeds.device, embeds.dtype)  # [M*Q, D]
+        flat = visual.embeds.reshape(-1, visual.embeds.shape[-1])  # [M, Q, D] -> [M*Q, D]
+        embeds[rows, cols] = flat.to(embeds.device, embeds.dtype)
         frame_ids[rows, cols] = visual.frame_ids.reshape(-1).to(frame_ids.device)  # [M*Q]
         media_ids[rows, cols] = ordinal[:, None].expand(-1, num_query).reshape(-1)  # [M*Q]
         return MultimodalEmbeddings(embeds, frame_ids, media_ids)
@@ -280,7 +245,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             )  # [B, S] float32, [B, 1]
         if cfg.frame_block_mask:
             attention_mask = to_hf_attention_mask(
-                llm_attention_mask(frame_ids, media_ids, padding, frame_block=True),
+                LLMMaskRule(frame_ids, media_ids, padding, frame_block=True),
                 attn_implementation=self.language_model.config._attn_implementation,
                 dtype=self.language_model.dtype,
             )  # [B, 1, S, S] (or a BlockMask)
@@ -397,83 +362,3 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, GenerationMixi
             frame_ids=out_frame_ids,
             rope_delta=rope_delta if cfg.temporal_rope != "none" else None,
         )
-
-    def prepare_inputs_for_generation(self, input_ids: torch.LongTensor, inputs_embeds: torch.Tensor | None = None,
-                                      **kwargs: Any) -> dict[str, Any]:
-        """GenerationMixin hook: hand ``visual_embeds`` to the prefill only, as ``generate`` does ``pixel_values``.
-
-        Mirrors ``MULTIMODAL_INPUTS_TO_DROP_OUTSIDE_PREFILL`` of ``transformers.generation.utils``: the
-        precomputed visual tokens are dropped on cached decode steps (the KV cache holds them) and kept
-        when every step recomputes the whole sequence (``use_cache=False``). Every other argument, the
-        cache under whichever name the installed transformers uses, passes through untouched.
-        """
-        # generate passes everything by keyword; inputs_embeds is named so that generate sees it is forwarded
-        model_inputs = super().prepare_inputs_for_generation(input_ids, inputs_embeds=inputs_embeds, **kwargs)
-        if not kwargs.get("is_first_iteration", False) and kwargs.get("use_cache", True):
-            model_inputs.pop("visual_embeds", None)
-        return model_inputs
-
-    def _update_model_kwargs_for_generation(self, outputs: ModelOutput, model_kwargs: dict[str, Any],
-                                            *args: Any, **kwargs: Any) -> dict[str, Any]:
-        """GenerationMixin hook: also carry the prefill's ``rope_delta`` to the next decode steps."""
-        model_kwargs = super()._update_model_kwargs_for_generation(outputs, model_kwargs, *args, **kwargs)
-        if isinstance(outputs, VideoCCAMOutput) and outputs.rope_delta is not None:
-            model_kwargs["rope_delta"] = outputs.rope_delta
-        return model_kwargs
-
-    @torch.no_grad()
-    def chat(self, messages: list, media: list | None, processor: VideoCCAMProcessor, *,
-             video_kwargs: dict[str, Any] | None = None, visual_embeds: ProjectorOutput | None = None,
-             **generate_kwargs: Any) -> list[str]:
-        """Answer a batch of conversations (the released v1.2 convenience API).
-
-        Args:
-            messages: a batch of conversations, each a list of ``{"role", "content"}`` messages with
-                ``<image>``/``<video>`` placeholders (or typed content parts); a single conversation
-                is accepted too.
-            media: for each conversation, its media as in v1.2: a list of frames (PIL images or
-                ``[H, W, 3]`` uint8 arrays; an image is one frame), a PIL image, a path or a
-                :class:`~videoccam.processing.video.Video`; or a list of such items (one per
-                placeholder) for several media; ``None`` for none.
-            processor: the :class:`~videoccam.processing.processor.VideoCCAMProcessor` of this model.
-            video_kwargs: sampling options for video paths (``num_frames``, ``sample``, ``fps``, ...).
-            visual_embeds: the media already encoded (:meth:`get_visual_embeds` of all the batch's
-                media, in placeholder order) in place of ``media``, which must then be None; the
-                messages must hold the placeholders. :class:`~videoccam.session.ChatSession` uses this
-                to encode a video once for a whole conversation.
-            generate_kwargs: passed to :meth:`generate` (``max_new_tokens``, ``do_sample``,
-                ``streamer``, ...).
-
-        Returns:
-            One answer string per conversation.
-        """
-        if messages and isinstance(messages[0], dict):  # one conversation
-            messages, media = [messages], None if media is None else [media]
-        if visual_embeds is not None:
-            if media is not None:
-                raise ValueError("chat takes either media or precomputed visual_embeds, not both")
-            inputs = processor(messages, None, add_generation_prompt=True, padding_side="left", return_tensors="pt",
-                               text_only=True)
-            generate_kwargs["visual_embeds"] = visual_embeds
-        else:
-            items = None if media is None else [_media_items(m) for m in media]
-            inputs = processor(messages, items, add_generation_prompt=True, padding_side="left",
-                               return_tensors="pt", video_kwargs=video_kwargs)
-        inputs = inputs.to(self.device)
-        for key, value in processor.generation_defaults().items():  # eos_token_id, pad_token_id
-            generate_kwargs.setdefault(key, value)
-        generate_kwargs.setdefault("max_new_tokens", 512)
-        output = self.generate(**inputs, **generate_kwargs)  # [B, S + new]
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return processor.batch_decode(new_tokens, skip_special_tokens=True)
-
-
-def _media_items(media: Any) -> list:
-    """One conversation's ``chat`` media -> a list of items (a list of frames is one item)."""
-    if media is None:
-        return []
-    if isinstance(media, (list, tuple)) and media and all(
-        isinstance(m, (list, tuple, str, PathLike, Video)) for m in media
-    ):
-        return list(media)
-    return [media]

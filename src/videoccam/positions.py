@@ -27,13 +27,12 @@ import math
 
 import torch
 
+from videoccam.constants import TEMPORAL_ROPE_MODES, TemporalRope
 from videoccam.errors import ConfigError
 from videoccam.masks import _check_token_metadata
 
-TEMPORAL_ROPE_MODES: tuple[str, ...] = ("none", "tc", "frame")
 
-
-def _check_mode_gamma(mode: str, gamma: float) -> None:
+def _check_mode_gamma(mode: TemporalRope, gamma: float) -> None:
     """Raise :class:`ConfigError` (a ``ValueError``) for an unknown mode or a bad gamma."""
     if mode not in TEMPORAL_ROPE_MODES:
         raise ConfigError(f"temporal_rope must be one of {TEMPORAL_ROPE_MODES}, got {mode!r}")
@@ -43,7 +42,7 @@ def _check_mode_gamma(mode: str, gamma: float) -> None:
         raise ConfigError(f"rope_gamma must be finite and >= 0, got {gamma}")
 
 
-def decode_step(mode: str, gamma: float) -> float:
+def decode_step(mode: TemporalRope, gamma: float) -> float:
     """Position increment per decoded token: ``1 + gamma`` for ``"tc"``, ``1`` otherwise.
 
     In ``"tc"`` every text token advances ``I_t`` by one, hence ``n_hat`` by ``1 + gamma``.
@@ -67,7 +66,7 @@ def position_ids(
     media_ids: torch.Tensor,
     padding_mask: torch.Tensor,
     *,
-    mode: str,
+    mode: TemporalRope,
     gamma: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Prefill RoPE positions of an LLM batch and the ``rope_delta`` that continues them at decode.
@@ -150,10 +149,8 @@ def position_ids(
 
     positions = positions.masked_fill(~real, 0)  # [B, S]
     p_last = positions.gather(1, last_real[:, -1:])  # [B, 1] position of the last real token
-    if mode == "none":
-        rope_delta = p_last + 1 - seq_len  # [B, 1] long: -(number of padding slots) for left padding
-    else:
-        rope_delta = p_last + step - seq_len * step  # [B, 1] float32
+    # [B, 1]: long for "none" (-(number of padding slots) for left padding), else float32
+    rope_delta = p_last + 1 - seq_len if mode == "none" else p_last + step - seq_len * step
     return positions, rope_delta
 
 
@@ -161,7 +158,7 @@ def decode_position_ids(
     cache_position: torch.Tensor,
     rope_delta: torch.Tensor,
     *,
-    mode: str,
+    mode: TemporalRope,
     gamma: float,
 ) -> torch.Tensor:
     """Positions of decoded tokens: ``cache_position * decode_step(mode, gamma) + rope_delta``.

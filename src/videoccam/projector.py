@@ -12,11 +12,12 @@ Each block is pre-norm with residuals::
 
 followed by a final LayerNorm and a linear map to the LLM width.
 
-Two exact implementations of the masked cross-attention (``CCAMProjector.path`` selects one):
+Two exact implementations of the masked cross-attention (config ``path``, :attr:`CCAMProjectorConfig.path`,
+selects one; ``CCAMProjector.forward(..., path=...)`` overrides it for one call):
 
-- ``"dense"`` (reference, default): pads the batch, builds the boolean ``[M, 1, Q, T_max*P]`` mask
-  (shared by all heads) from :func:`videoccam.masks.ccam_mask` and calls
-  ``scaled_dot_product_attention`` once. PyTorch's fused kernels take the boolean mask without
+- ``"dense"`` (reference, default): pads the batch and calls ``scaled_dot_product_attention`` once
+  with the boolean ``[M, 1, Q, T_max*P]`` mask of :func:`videoccam.masks.projector_key_mask`, built
+  once per forward and shared by every block and head. PyTorch's fused kernels take the boolean mask without
   materialising the ``[H, Q, T*P]`` scores; ``bench/projector.py`` measured this path the faster
   one on CPU.
 - ``"streaming"`` (mask-free): query block g sees exactly the key prefix of frames ``0..g``, so
@@ -30,16 +31,13 @@ Two exact implementations of the masked cross-attention (``CCAMProjector.path`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videoccam.configuration import CCAMProjectorConfig
-from videoccam.masks import ccam_mask, ccam_query_frames, ccam_query_self_mask
-
-AttentionPath = Literal["dense", "streaming"]
+from videoccam.configuration import CCAMProjectorConfig, ProjectorPath, check_projector_path
+from videoccam.masks import ccam_query_frames, projector_key_mask, projector_self_mask
 
 
 @dataclass
@@ -117,13 +115,15 @@ class CCAMBlock(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, visual: torch.Tensor, frame_counts: list[int],
-                self_mask: torch.Tensor | None, query_frames: list[torch.Tensor] | None,
-                path: AttentionPath) -> torch.Tensor:
+                self_mask: torch.Tensor | None, key_mask: torch.Tensor | None,
+                query_frames: list[torch.Tensor] | None, path: ProjectorPath) -> torch.Tensor:
         """One block.
 
         Shapes:
             x: ``[M, Q, D]``; visual: ``[N, P, Dv]`` (frames of all items, concatenated);
-            self_mask: ``[M, 1, Q, Q]`` bool or None; query_frames: M x ``[Q]`` or None (no CCAM mask).
+            self_mask: ``[M, 1, Q, Q]`` bool or None (no mask); key_mask: ``[M, 1, Q, T_max*P]`` bool, the
+            dense path's cross-attention mask (None on the streaming path); query_frames: M x ``[Q]`` or
+            None (no CCAM mask), read by the streaming path.
         """
         h = self.self_norm(x)
         q, (k, v) = self.self_attn.queries(h), self.self_attn.keys_values(h)  # [M, H, Q, Dh], [M, K, Q, Dh]
@@ -132,7 +132,8 @@ class CCAMBlock(nn.Module):
         q = self.cross_attn.queries(self.cross_norm(x))  # [M, H, Q, Dh]
         k, v = self.cross_attn.keys_values(self.kv_norm(visual))  # [N, K, P, Dh] each
         if path == "dense":
-            attn = _cross_attention_dense(self.cross_attn, q, k, v, frame_counts, query_frames)
+            keys, values = _padded_items(k, frame_counts), _padded_items(v, frame_counts)  # [M, K, T_max*P, Dh]
+            attn = self.cross_attn.attend(q, keys, values, key_mask)  # [M, Q, D]
         else:
             attn = _cross_attention_streaming(self.cross_attn, q, k, v, frame_counts, query_frames)
         x = x + self.dropout(attn)
@@ -155,24 +156,6 @@ def _padded_items(x: torch.Tensor, frame_counts: list[int]) -> torch.Tensor:
     ).transpose(1, 2)  # [M, T_max*P, K, Dh] -> [M, K, T_max*P, Dh]
 
 
-def _cross_attention_dense(attn: ProjectorAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                           frame_counts: list[int], query_frames: list[torch.Tensor] | None) -> torch.Tensor:
-    """Reference path: one SDPA call with a materialised ``[M, 1, Q, T_max*P]`` boolean mask."""
-    num_queries, num_tokens = q.shape[-2], k.shape[-2]
-    t_max = max(frame_counts)
-    keys, values = _padded_items(k, frame_counts), _padded_items(v, frame_counts)  # [M, K, T_max*P, Dh] each
-    masks = []
-    for m, t in enumerate(frame_counts):
-        frame_ok = torch.zeros(num_queries, t_max, dtype=torch.bool, device=q.device)  # [Q, T_max]
-        if query_frames is None:
-            frame_ok[:, :t] = True
-        else:
-            frame_ok[:, :t] = ccam_mask(num_queries, t, device=q.device)
-        masks.append(frame_ok.repeat_interleave(num_tokens, dim=1))  # [Q, T_max*P]
-    mask = torch.stack(masks)[:, None]  # [M, 1, Q, T_max*P]
-    return attn.attend(q, keys, values, mask)
-
-
 def _cross_attention_streaming(attn: ProjectorAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                frame_counts: list[int], query_frames: list[torch.Tensor] | None) -> torch.Tensor:
     """Production path: stream over frames with an online softmax; no mask is ever built.
@@ -187,7 +170,7 @@ def _cross_attention_streaming(attn: ProjectorAttention, q: torch.Tensor, k: tor
     group = num_heads // k.shape[1]
     scale = head_dim ** -0.5
     outputs = []
-    for m, (kk, vv) in enumerate(zip(k.split(frame_counts), v.split(frame_counts))):  # [T, K, P, Dh] each
+    for m, (kk, vv) in enumerate(zip(k.split(frame_counts), v.split(frame_counts), strict=True)):  # [T, K, P, Dh] each
         if query_frames is None:  # plain cross-attention: every query sees every real frame
             outputs.append(attn.attend(q[m], kk.transpose(0, 1).flatten(1, 2), vv.transpose(0, 1).flatten(1, 2)))
             continue
@@ -234,7 +217,6 @@ class CCAMProjector(nn.Module):
         self.layers = nn.ModuleList(CCAMBlock(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.output_proj = nn.Linear(config.hidden_size, config.output_size)
-        self.path: AttentionPath = "dense"  # measured faster on CPU; see bench/projector.py
         nn.init.normal_(self.query, std=config.initializer_range)
 
     def query_frame_ids(self, frame_counts: list[int], device: torch.device) -> torch.Tensor:
@@ -245,34 +227,44 @@ class CCAMProjector(nn.Module):
         return torch.stack([ccam_query_frames(q, t, device=device) for t in frame_counts])  # [M, Q]
 
     def forward(self, visual: torch.Tensor, frame_counts: list[int] | torch.Tensor,
-                path: AttentionPath | None = None) -> ProjectorOutput:
+                path: ProjectorPath | None = None) -> ProjectorOutput:
         """Project the visual tokens.
 
         Args:
             visual: ``[N, P, Dv]``, the frames of all M items concatenated in order.
             frame_counts: ``[M]`` frames per item, summing to N (an image counts 1).
-            path: ``"dense"`` or ``"streaming"``; default :attr:`path` (``"dense"``).
+            path: ``"dense"`` or ``"streaming"`` for this call; default ``config.path``.
 
         Returns:
             :class:`ProjectorOutput` with ``embeds [M, Q, Do]`` and ``frame_ids [M, Q]``.
+
+        Raises:
+            ValueError: ``frame_counts`` not positive or not summing to N.
+            ConfigError: (a ``ValueError``) an unknown ``path`` (or ``config.path``), naming it.
         """
         counts = [int(c) for c in frame_counts]
         if not counts or min(counts) < 1 or sum(counts) != visual.shape[0]:
             raise ValueError(
                 f"frame_counts {counts} must be positive and sum to the number of frames ({visual.shape[0]})"
             )
-        path = path or self.path
-        if path not in ("dense", "streaming"):
-            raise ValueError(f"projector path must be 'dense' or 'streaming', got {path!r}")
-        frame_ids = self.query_frame_ids(counts, visual.device)  # [M, Q]
+        if path is None:
+            path = self.config.path
+            check_projector_path(path)  # the config may have been changed after its validation
+        else:
+            check_projector_path(path, "path")
+        num_query, device = self.config.num_query, visual.device
+        frame_ids = self.query_frame_ids(counts, device)  # [M, Q]
         use_ccam = self.config.mask == "ccam"
+        # the masks are built once here and shared by every block (videoccam.masks owns them)
         self_mask = None
         if use_ccam and self.config.causal_query_self_attention:
-            self_mask = torch.stack(
-                [ccam_query_self_mask(self.config.num_query, t, device=visual.device) for t in counts]
-            )[:, None]  # [M, 1, Q, Q]
+            self_mask = projector_self_mask(num_query, counts, device=device)  # [M, 1, Q, Q]
+        key_mask = None
+        if path == "dense":
+            key_mask = projector_key_mask(num_query, counts, visual.shape[1], causal=use_ccam,
+                                          device=device)  # [M, 1, Q, T_max*P]
         query_frames = list(frame_ids) if use_ccam else None
         x = self.query.to(visual.dtype).expand(len(counts), -1, -1)  # [M, Q, D]
         for layer in self.layers:
-            x = layer(x, visual, counts, self_mask, query_frames, path)
+            x = layer(x, visual, counts, self_mask, key_mask, query_frames, path)
         return ProjectorOutput(embeds=self.output_proj(self.norm(x)), frame_ids=frame_ids)

@@ -27,15 +27,16 @@ from transformers import (
 )
 
 from videoccam.configuration import CCAMProjectorConfig, VideoCCAMConfig, temporal_overrides
+from videoccam.constants import DEFAULT_NUM_FRAMES, IMAGE_TOKEN, PLACEHOLDER_TOKENS, VIDEO_TOKEN
 from videoccam.errors import ConfigError
 from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.processing.processor import VideoCCAMProcessor
 from videoccam.projector import CCAMProjector
+from videoccam.train.adapter_folder import attach_adapters, is_adapter_folder, read_base_settings
 from videoccam.train.config import LoraSettings, ModelSettings, StageSettings
 
 logger = logging.getLogger(__name__)
 
-PLACEHOLDER_TOKENS = ("<image>", "<video>")
 # model.tokenizer names that need no files: the tiny byte-level BPE of videoccam.testing (any text
 # encodes; chat specials and placeholders included), which the shipped tiny configs build on
 BUILTIN_TOKENIZERS = ("builtin:tiny",)
@@ -109,14 +110,12 @@ def _sub_config(source: str | None, overrides: dict[str, Any], key: str) -> dict
     return merged
 
 
-def build_model(settings: ModelSettings, num_frames: int = 16,
+def build_model(settings: ModelSettings, num_frames: int = DEFAULT_NUM_FRAMES,
                 ) -> tuple[VideoCCAMForConditionalGeneration, VideoCCAMProcessor]:
     """The model (weights in ``settings.dtype``, projector float32) and processor described by ``settings``."""
     dtype = getattr(torch, settings.dtype)
     if settings.checkpoint is not None:
-        from videoccam.train.export import BASE_FILE, load_trained
-
-        if (Path(settings.checkpoint) / BASE_FILE).is_file():  # a previous stage saved as adapters
+        if is_adapter_folder(settings.checkpoint):  # a previous stage saved as adapters
             model, processor = load_trained(settings.checkpoint)
             model.to(dtype)
         else:
@@ -150,6 +149,19 @@ def build_model(settings: ModelSettings, num_frames: int = 16,
     return model, _make_processor(tokenizer, image_processor, config, settings, num_frames)
 
 
+def load_trained(path: str | Path, **kwargs: Any) -> tuple[VideoCCAMForConditionalGeneration, VideoCCAMProcessor]:
+    """Load a run's final folder: a full checkpoint, or adapters on top of their rebuilt base.
+
+    ``kwargs`` go to ``from_pretrained`` for full checkpoints (dtype, device_map, TC options, ...).
+    """
+    path = Path(path)
+    if not is_adapter_folder(path):
+        return (VideoCCAMForConditionalGeneration.from_pretrained(path, **kwargs),
+                AutoProcessor.from_pretrained(path))
+    model, _ = build_model(read_base_settings(path))
+    return attach_adapters(model, path).eval(), AutoProcessor.from_pretrained(path)
+
+
 def _set_projector_options(model: VideoCCAMForConditionalGeneration, options: dict[str, Any]) -> None:
     """Apply ``model.projector`` options to a loaded checkpoint, e.g. ``mask=none`` to continue a stage
     with plain cross-attention (the ablation). Only the weight-free ``PROJECTOR_CHECKPOINT_OPTIONS``
@@ -168,8 +180,8 @@ def _joint_config(settings: ModelSettings, tokenizer: PreTrainedTokenizerBase, v
     return VideoCCAMConfig(
         vision_config=vision, text_config=text,
         projector_config=_projector_config(settings, vision["hidden_size"], text["hidden_size"]),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<video>"),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN),
         vision_select_layer=settings.vision_select_layer,
         **temporal_overrides(settings),
     )
