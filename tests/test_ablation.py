@@ -245,10 +245,9 @@ def test_the_variants_read_training_clips_from_the_cache_warmed_before_they_fork
     import os
 
     import videoccam.train
-    from videoccam.train import data
-    from videoccam.train.data import read_records
+    from videoccam.data import dataset, frame_cache, read_records
 
-    real_train, real_load, log = videoccam.train.train, data.load_video, tmp_path / "log"
+    real_train, real_load, log = videoccam.train.train, frame_cache.load_video, tmp_path / "log"
 
     def train_and_record(config, **kwargs):
         with log.open("a") as f:
@@ -261,8 +260,8 @@ def test_the_variants_read_training_clips_from_the_cache_warmed_before_they_fork
         return real_load(path, *args, **kwargs)
 
     monkeypatch.setattr(videoccam.train, "train", train_and_record)
-    monkeypatch.setattr(data, "load_video", load_and_record)
-    monkeypatch.setattr(data, "_RESIZED_CACHE", {})
+    for module in (frame_cache, dataset):  # the cache's decoding and the dataset's own
+        monkeypatch.setattr(module, "load_video", load_and_record)
     run_ablation(world, tmp_path / "out", variants=["plain cross-attn", "CCAM"], frames=[16], workers=2,
                  overrides=["optim.max_steps=3", "optim.micro_batch_size=4", "output.save_every=0"])
     lines = [line.split(maxsplit=2) for line in log.read_text().splitlines() if line]

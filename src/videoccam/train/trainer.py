@@ -29,13 +29,13 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
+from videoccam.data import Batch, FrameCache, LlavaDataset, ResumableBatchSampler, collate
 from videoccam.errors import ConfigError
 from videoccam.hf_compat import enable_activation_checkpointing
 from videoccam.processing.processor import IGNORE_INDEX
 from videoccam.train.build import apply_stage, build_model, format_summary, trainable_summary
 from videoccam.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
 from videoccam.train.config import TrainConfig, config_to_dict
-from videoccam.train.data import LlavaDataset, ResumableBatchSampler, collate
 from videoccam.train.distributed import (
     DistContext,
     compile_blocks,
@@ -82,24 +82,24 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+def _to_device(batch: Batch, device: torch.device) -> dict[str, Any]:
     keys = ("input_ids", "attention_mask", "labels", "loss_weights", "pixel_values", "frame_counts")
-    return {k: batch[k].to(device) if batch[k] is not None else None for k in keys}
+    return {k: getattr(batch, k).to(device) if getattr(batch, k) is not None else None for k in keys}
 
 
-def _labelled_tokens(batch: dict[str, Any]) -> int:
+def _labelled_tokens(batch: Batch) -> int:
     """Tokens that carry loss after the causal shift (what HF's loss counts)."""
-    if batch["input_ids"] is None:
+    if batch.empty:
         return 0
-    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return int((batch.labels[:, 1:] != IGNORE_INDEX).sum())
 
 
-def _loss_mass(batch: dict[str, Any], labelled_tokens: int) -> float:
+def _loss_mass(batch: Batch, labelled_tokens: int) -> float:
     """What the loss is normalised by: the labelled tokens (``labelled_tokens``, from
     :func:`_labelled_tokens`), each counted with its turn's loss weight."""
-    if batch["input_ids"] is None or batch["loss_weights"] is None:
+    if batch.empty or batch.loss_weights is None:
         return float(labelled_tokens)
-    return float(batch["loss_weights"][:, 1:].sum())
+    return float(batch.loss_weights[:, 1:].sum())
 
 
 def _weighted_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
@@ -190,7 +190,8 @@ class _Logger:
             self.tb.close()
 
 
-def train(config: TrainConfig, *, resume: bool | str | None = None, overwrite: bool = False) -> Path:
+def train(config: TrainConfig, *, resume: bool | str | None = None, overwrite: bool = False,
+          frame_cache: FrameCache | None = None) -> Path:
     """Train as ``config`` says; return the final output folder (``<output.dir>/final``).
 
     Args:
@@ -200,6 +201,9 @@ def train(config: TrainConfig, *, resume: bool | str | None = None, overwrite: b
             must belong to the run in ``output.dir`` (same run id).
         overwrite: replace the run that ``output.dir`` holds: its artefacts (checkpoints, log,
             config, final output) are deleted before the new run writes; nothing else there is.
+        frame_cache: with ``data.cache_frames``, the :class:`~videoccam.data.FrameCache` the training
+            clips are read from (e.g. one warmed before this process was forked); default: a new one.
+            Unused without ``data.cache_frames``.
 
     An ``output.dir`` that holds a run is refused (:class:`~videoccam.errors.ConfigError`) unless
     ``resume`` or ``overwrite`` is given; see :mod:`videoccam.train.run_folder`. Errors in the config,
@@ -210,12 +214,13 @@ def train(config: TrainConfig, *, resume: bool | str | None = None, overwrite: b
     config.validate()
     ctx = setup_distributed(config.engine)
     try:
-        return _train(config, ctx, resume, overwrite)
+        return _train(config, ctx, resume, overwrite, frame_cache)
     finally:
         teardown_distributed(ctx)
 
 
-def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None, overwrite: bool) -> Path:
+def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None, overwrite: bool,
+           frame_cache: FrameCache | None) -> Path:
     run_dir = Path(config.output.dir)
     check_run_folder(run_dir, resume=bool(resume), overwrite=overwrite)
     resume_from = _find_resume(run_dir, resume)
@@ -237,7 +242,7 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None, ove
     dataset = LlavaDataset(
         data_path, processor, media_root=Path(config.data.media_root) if config.data.media_root else data_path.parent,
         num_frames=config.data.num_frames, sample=config.data.sample, max_length=config.data.max_length,
-        seed=config.data.seed, cache_frames=config.data.cache_frames,
+        seed=config.data.seed, frame_cache=(frame_cache if frame_cache is not None else FrameCache()) if config.data.cache_frames else None,
     )
     opt = config.optim
     sampler = ResumableBatchSampler(
@@ -304,13 +309,13 @@ def _train(config: TrainConfig, ctx: DistContext, resume: bool | str | None, ove
                 saved_rng = None
             t0 = time.perf_counter()  # a step's time runs from the previous step's end: data loading included
             for micro_batches in _steps(iterator, opt.grad_accum):
-                fallback = fallback or next((b for b in micro_batches if b["input_ids"] is not None), None)
+                fallback = fallback or next((b for b in micro_batches if not b.empty), None)
                 turn_weights = state.step < weighted_steps
                 if not turn_weights:
                     if state.step == weighted_steps and weighted_steps > 0:
                         logger.info("step %d: turn weights off from here (optim.turn_weight_ratio=%s)",
                                     state.step + 1, opt.turn_weight_ratio)
-                    micro_batches = [{**b, "loss_weights": None} for b in micro_batches]  # HF's plain loss
+                    micro_batches = [dataclasses.replace(b, loss_weights=None) for b in micro_batches]  # HF's plain loss
                 record = _optimizer_step(wrapped, optimizer, scheduler, micro_batches, fallback, config, ctx)
                 sampler.advance(opt.grad_accum)
                 state.step += 1
@@ -410,9 +415,9 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     """Forward/backward every micro-batch, then clip and step; returns the step's log record."""
     local_tokens = [_labelled_tokens(b) for b in micro_batches]
     local_mass = sum(_loss_mass(b, tokens) for b, tokens in zip(micro_batches, local_tokens))
-    local_samples = sum(b["num_samples"] for b in micro_batches)
-    local_skipped = sum(b["num_skipped"] for b in micro_batches)
-    local_seq_tokens = sum(int(b["attention_mask"].sum()) for b in micro_batches if b["input_ids"] is not None)
+    local_samples = sum(b.num_samples for b in micro_batches)
+    local_skipped = sum(b.num_skipped for b in micro_batches)
+    local_seq_tokens = sum(int(b.attention_mask.sum()) for b in micro_batches if not b.empty)
     global_tokens, global_mass, global_samples, global_skipped, global_seq = ctx.all_reduce_sum(
         [sum(local_tokens), local_mass, local_samples, local_skipped, local_seq_tokens])
     # each rank's loss = its (weighted) token-loss sum / (global loss mass / world): DDP's gradient mean
@@ -421,7 +426,7 @@ def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule
     num_items = torch.tensor(mass / ctx.world_size, device=ctx.device)
     loss_sum = 0.0
     for i, batch in enumerate(micro_batches):
-        empty = batch["input_ids"] is None
+        empty = batch.empty
         if empty and fallback is None:
             raise RuntimeError("every sample of the first micro-batch was skipped on this rank; check the data "
                                "with `videoccam data check`")
