@@ -64,7 +64,7 @@ def run_data_check(path: str | Path, processor: VideoCCAMProcessor | None, *, me
     if max_length is not None and processor is None:
         raise ConfigError("max_length needs a processor (its tokenizer counts the tokens)")
     root = Path(media_root) if media_root is not None else path.parent
-    tokens = (processor.image_token, processor.video_token) if processor is not None else (IMAGE_TOKEN, VIDEO_TOKEN)
+    tokens = (IMAGE_TOKEN, VIDEO_TOKEN) if processor is None else (processor.image_token, processor.video_token)
     problems: list[Problem] = []
     numbered = read_numbered(path, problems)
     num_records = len(numbered) + sum(1 for p in problems if p.line > 0)
@@ -100,7 +100,8 @@ def _length_problems(processor: VideoCCAMProcessor, parsed: list[tuple[int, str 
     counts = token_lengths(processor, [p.messages for _, _, p in parsed], [len(p.media) for _, _, p in parsed])
     for (line, rid, _), n in zip(parsed, counts):
         if n is None:
-            problems.append(Problem(line, rid, "placeholders", "the text holds placeholder tokens besides the media's"))
+            problems.append(Problem(line, rid, "placeholders",
+                                    "the text holds placeholder tokens besides the media's"))
         elif max_length is not None and n > max_length:
             problems.append(Problem(line, rid, "too_long", f"{n} tokens > max_length {max_length}"))
     return problems

@@ -1,4 +1,4 @@
-"""Training samples and batches: a LLaVA file -> tokenized :class:`Sample` s with their frames -> padded :class:`Batch` es.
+"""Training samples and batches: a LLaVA file -> tokenized samples with their frames -> padded batches.
 
     dataset = LlavaDataset("train.jsonl", processor, num_frames=16, max_length=4096)
     loader = DataLoader(dataset, batch_sampler=ResumableBatchSampler(dataset.lengths, ...),

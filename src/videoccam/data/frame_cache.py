@@ -147,7 +147,8 @@ class FrameCache:
         if processor_key not in self._uint8_exact and not self.float_pixels:
             self._uint8_exact[processor_key] = exact
             if not exact:
-                logger.info("frame cache: this image processor's resize is not exact in uint8; caching float pixels")
+                logger.info("frame cache: this image processor's resize is not exact in uint8; "
+                            "caching float pixels")
         stored.setflags(write=False)
         self._pixels[key] = stored
 

@@ -92,7 +92,8 @@ def _messages(turns: object) -> list[dict]:
             raise DataRecordError("schema", f"conversations[{i}].from is {source!r}; expected 'human', 'gpt' or "
                                   "'system'")
         if not isinstance(value, str):
-            raise DataRecordError("schema", f"conversations[{i}].value must be a string, got {type(value).__name__}")
+            raise DataRecordError("schema",
+                                  f"conversations[{i}].value must be a string, got {type(value).__name__}")
         messages.append({"role": ROLES[source], "content": value})
         if "weight" in turn:
             try:
@@ -111,7 +112,8 @@ def _messages(turns: object) -> list[dict]:
                 f"turns must alternate human, gpt, ... (got {got!r} where {want!r} was expected)")
             raise DataRecordError("schema", f"conversations[{j + offset}].from: {where}")
     if body[-1]["role"] != "assistant":
-        raise DataRecordError("schema", "field 'conversations' must end with a 'gpt' turn (nothing to learn after it)")
+        raise DataRecordError("schema",
+                              "field 'conversations' must end with a 'gpt' turn (nothing to learn after it)")
     return messages
 
 
@@ -120,7 +122,8 @@ def _placeholders(messages: list[dict], num_videos: int, num_images: int) -> lis
     media but none gets them, see :func:`prepend_missing_placeholders`)."""
     for i, msg in enumerate(messages):
         if msg["role"] != "user" and _PLACEHOLDER.search(msg["content"]):
-            raise DataRecordError("placeholders", f"conversations[{i}]: placeholders are only allowed in human turns")
+            raise DataRecordError("placeholders",
+                                  f"conversations[{i}]: placeholders are only allowed in human turns")
     found = [m.group(0) for msg in messages for m in _PLACEHOLDER.finditer(msg["content"])]
     if not found and (num_videos or num_images):
         return prepend_missing_placeholders(messages, num_videos, num_images)

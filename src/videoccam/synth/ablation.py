@@ -192,11 +192,8 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
                        [*([tokenizer] if stage1_config is None else []), clips, *stage2_overrides])
     # the clips decoded once, here, for every variant: the children forked later share it copy on write
     cache = FrameCache() if base.data.cache_frames else None
-    if cache is not None:  # decode every test clip once, in parallel, for all variants and frame counts
-        test_clips = [data_dir / r["video"] for r in read_records(data_dir / "test.json")[:limit]]
-        for num_frames in frames:
-            cache.warm_frames(test_clips, num_frames, "uniform", workers=workers)
-        logger.info("decoded the test clips in %.0f s", time.perf_counter() - started)
+    if cache is not None:
+        _warm_test_clips(cache, data_dir, frames, limit, workers)
     stage1_s: dict[int, float] = {}
     source: dict[int, list[str]] = {}
     for seed in seeds:
@@ -216,13 +213,8 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
                        [clips, *source[seed], *VARIANTS[name], *stage2_overrides], tuple(frames), limit)
             for seed in seeds for name in variants]
     to_train = [job for job in jobs if not job.trained()]
-    if cache is not None and to_train:  # decode and resize every training clip once, for all variants
-        t0 = time.perf_counter()
-        first = load_config(resolve_config(config), to_train[0].overrides)
-        processor = run_in_child(_processor, first)  # the variants' processor; no torch work in this process
-        train_clips = [data_dir / r["video"] for r in read_records(data_dir / "train.json")]
-        cache.warm_pixels(train_clips, first.data.num_frames, first.data.sample, processor, workers=workers)
-        logger.info("decoded and resized the training clips in %.0f s", time.perf_counter() - t0)
+    if cache is not None and to_train:
+        _warm_training_clips(cache, load_config(resolve_config(config), to_train[0].overrides), workers)
     side_by_side = len(jobs) // workers * workers if workers > 1 else 0
     # each child trains and evaluates one variant, `workers` side by side on their share of the cores;
     # fork hands them the clip cache of this process (copy on write), so nothing is decoded twice
@@ -237,6 +229,27 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "results.md").write_text(markdown_table(summary))
     return summary
+
+
+def _warm_test_clips(cache: FrameCache, data_dir: Path, frames: Sequence[int], limit: int | None,
+                     workers: int) -> None:
+    """Decode every test clip into ``cache``, in parallel, once for all variants and frame counts."""
+    t0 = time.perf_counter()
+    test_clips = [data_dir / r["video"] for r in read_records(data_dir / "test.json")[:limit]]
+    for num_frames in frames:
+        cache.warm_frames(test_clips, num_frames, "uniform", workers=workers)
+    logger.info("decoded the test clips in %.0f s", time.perf_counter() - t0)
+
+
+def _warm_training_clips(cache: FrameCache, config: Any, workers: int) -> None:
+    """Decode and resize every training clip of ``config`` (a variant's) into ``cache``, once for all
+    variants (they share the frame count, sampling and image processor)."""
+    t0 = time.perf_counter()
+    processor = run_in_child(_processor, config)  # the variants' processor; no torch work in this process
+    root = Path(config.data.media_root or Path(config.data.train).parent)  # where the dataset finds them
+    train_clips = [root / r["video"] for r in read_records(config.data.train)]
+    cache.warm_pixels(train_clips, config.data.num_frames, config.data.sample, processor, workers=workers)
+    logger.info("decoded and resized the training clips in %.0f s", time.perf_counter() - t0)
 
 
 def stage1_final(out_dir: Path, seed: int) -> Path:

@@ -105,7 +105,8 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
             with _autocast(config, ctx.device):
                 logits = model(**run.model_inputs(), use_cache=False).logits  # [B, S, V]
                 loss = causal_lm_loss(logits, run.labels, run_weights, num_items)
-            (loss * 0.0 if batch.empty else loss).backward()  # an all-skipped micro-batch still joins the all-reduce
+            # an all-skipped micro-batch still joins the gradient all-reduce
+            (loss * 0.0 if batch.empty else loss).backward()
         if not batch.empty:
             loss_sum += float(loss.detach()) * float(num_items)
     grad_norm, lr = _update(model, optimizer, scheduler, config.optim.max_grad_norm)

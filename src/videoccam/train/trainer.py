@@ -188,7 +188,8 @@ def _after_step(run: _Run, log: RunLog, result: StepResult, control: StepControl
         log.log({
             "step": state.step, "epoch": state.epoch, **result.log_fields(), "turn_weights": control.turn_weights,
             "skipped": state.skipped, "samples_per_s": result.samples / elapsed,
-            "tokens_per_s": result.tokens / elapsed, "step_time_s": elapsed, "memory_mib": memory_mib(run.ctx.device),
+            "tokens_per_s": result.tokens / elapsed, "step_time_s": elapsed,
+            "memory_mib": memory_mib(run.ctx.device),
         })
     log.advance(result.loss, result.lr)
     every = config.output.save_every
