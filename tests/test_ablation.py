@@ -69,6 +69,24 @@ def test_markdown_table_means_over_seeds():
     assert single[0].startswith("| variant | frames | first") and "Mean over seeds" not in "".join(single)
 
 
+def _fail_on_odd(n: int) -> int:
+    if n % 2:
+        raise ValueError(f"odd {n}")
+    return n * 10
+
+
+def test_forked_children_get_their_arguments_by_fork_and_send_back_results_and_errors():
+    """run_forked (what the ablation trains in): arguments reach the children without pickling (a lambda
+    does), results come back in call order, and a child's exception is raised here with its traceback."""
+    from videoccam.synth.forked import ChildTraceback, run_forked
+
+    assert run_forked(lambda f, n: f(n), [(_fail_on_odd, 0), (_fail_on_odd, 2), (_fail_on_odd, 4)],
+                      workers=2) == [0, 20, 40]
+    with pytest.raises(ValueError, match="odd 3") as info:
+        run_forked(_fail_on_odd, [(2,), (3,)], workers=2)
+    assert isinstance(info.value.__cause__, ChildTraceback) and "_fail_on_odd" in str(info.value.__cause__)
+
+
 def test_variants_are_the_five_of_the_design():
     assert VARIANTS["plain cross-attn"] == ["model.projector.mask=none"]
     assert VARIANTS["CCAM + both"] == ["model.frame_block_mask=true", "model.temporal_rope=tc"]
