@@ -1,21 +1,22 @@
-"""Benchmark: the training frame cache (``cache_frames``), per sample and per clip of memory.
+"""Benchmark: the training frame cache (:class:`~videoccam.data.FrameCache`), per sample and per clip of memory.
 
     PYTHONPATH=src python bench/frame_cache.py                        # a fresh 600-clip synthetic world
     PYTHONPATH=src python bench/frame_cache.py --data data/synth-where --clips 2000
 
 Loads the first ``--clips`` samples of a ``videoccam synth`` folder's ``train.json`` through
-:class:`~videoccam.train.data.LlavaDataset` (16 uniform frames, the bundled model's processor, 32x32
+:class:`~videoccam.data.LlavaDataset` (16 uniform frames, the bundled model's processor, 32x32
 pixels) three ways, one epoch each, ``--repeats`` times, taking turns, and prints the median time
 per sample, the memory the cache keeps per clip, and the speed-up over decoding:
 
-* ``decode``: ``cache_frames=False``; every sample decodes its clip and preprocesses the frames;
-* ``cache, float pixels``: the processor's float32 pixels cached (what the cache keeps for a
+* ``decode``: no frame cache; every sample decodes its clip and preprocesses the frames;
+* ``cache, float pixels``: the processor's float32 pixels cached (``FrameCache(float_pixels=True)``,
+  what the cache keeps for a
   processor whose resize does not round-trip through uint8 exactly; the cache before kept these
   and the decoded frames besides);
 * ``cache, uint8 resize``: the processor's resized frames cached as uint8 (the default), each sample
   rescaling and normalising them.
 
-The caches are filled first by ``warm_pixel_cache`` with ``--workers`` processes (its time is
+The caches are filled first by ``FrameCache.warm_pixels`` with ``--workers`` processes (its time is
 printed too), and every cached sample is checked against the decoded one, bit for bit.
 """
 
@@ -33,9 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import torch
 
+from videoccam.data import FrameCache, LlavaDataset, read_records
 from videoccam.synth import generate_dataset
-from videoccam.train import data
-from videoccam.train.data import LlavaDataset, read_records, warm_pixel_cache
 
 
 def epoch_seconds(dataset: LlavaDataset) -> float:
@@ -69,31 +69,28 @@ def main() -> None:
         subset.write_text("".join(json.dumps(r) + "\n" for r in records))
         clips = [root / r["video"] for r in records]
 
-        def dataset(cache: bool) -> LlavaDataset:
+        def dataset(cache: FrameCache | None) -> LlavaDataset:
             return LlavaDataset(subset, processor, media_root=root, num_frames=16, sample="uniform",
-                                cache_frames=cache)
+                                frame_cache=cache)
 
-        plain = dataset(False)
-        key = processor.image_processor.to_json_string()
-        caches, warm_s = {}, {}
-        for name, exact in (("cache, float pixels", False), ("cache, uint8 resize", True)):
-            data._RESIZED_CACHE, data._SPLIT_EXACT = {}, {key: exact}
+        plain = dataset(None)
+        caches: dict[str, FrameCache] = {}
+        warm_s: dict[str, float] = {}
+        for name, float_pixels in (("cache, float pixels", True), ("cache, uint8 resize", False)):
+            caches[name] = FrameCache(float_pixels=float_pixels)
             t0 = time.perf_counter()
-            warm_pixel_cache(clips, 16, "uniform", processor, workers=args.workers)
+            caches[name].warm_pixels(clips, 16, "uniform", processor, workers=args.workers)
             warm_s[name] = time.perf_counter() - t0
-            caches[name] = (data._RESIZED_CACHE, data._SPLIT_EXACT)
-        for name, (cache, exact) in caches.items():  # the cache gives the decoded samples' pixels exactly
-            data._RESIZED_CACHE, data._SPLIT_EXACT = cache, exact
-            cached = dataset(True)
+        for name, cache in caches.items():  # the cache gives the decoded samples' pixels exactly
+            cached = dataset(cache)
             for i in range(0, len(records), max(1, len(records) // 50)):
                 assert torch.equal(cached[i].pixel_values, plain[i].pixel_values), (name, i)
 
         times: dict[str, list[float]] = {"decode": [], **{name: [] for name in caches}}
         for _ in range(args.repeats):
             times["decode"].append(epoch_seconds(plain))
-            for name, (cache, exact) in caches.items():
-                data._RESIZED_CACHE, data._SPLIT_EXACT = cache, exact
-                times[name].append(epoch_seconds(dataset(True)))
+            for name, cache in caches.items():
+                times[name].append(epoch_seconds(dataset(cache)))
 
     n = len(records)
     base = statistics.median(times["decode"]) / n
@@ -105,8 +102,7 @@ def main() -> None:
         if name == "decode":
             kept, total, warm = "-", "-", "-"
         else:
-            cache = caches[name][0]
-            size = sum(a.nbytes for a in cache.values()) / len(cache)
+            size = caches[name].nbytes / len(caches[name])
             kept, total, warm = f"{size / 1e3:.0f} KB", f"{size * 60000 / 1e9:.1f} GB", f"{warm_s[name]:.1f} s"
         print(f"| {name} | {per * 1e3:.2f} | {kept} | {total} | {warm} | {base / per:.2f}x |")
 

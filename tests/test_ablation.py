@@ -69,6 +69,24 @@ def test_markdown_table_means_over_seeds():
     assert single[0].startswith("| variant | frames | first") and "Mean over seeds" not in "".join(single)
 
 
+def _fail_on_odd(n: int) -> int:
+    if n % 2:
+        raise ValueError(f"odd {n}")
+    return n * 10
+
+
+def test_forked_children_get_their_arguments_by_fork_and_send_back_results_and_errors():
+    """run_forked (what the ablation trains in): arguments reach the children without pickling (a lambda
+    does), results come back in call order, and a child's exception is raised here with its traceback."""
+    from videoccam.synth.forked import ChildTraceback, run_forked
+
+    assert run_forked(lambda f, n: f(n), [(_fail_on_odd, 0), (_fail_on_odd, 2), (_fail_on_odd, 4)],
+                      workers=2) == [0, 20, 40]
+    with pytest.raises(ValueError, match="odd 3") as info:
+        run_forked(_fail_on_odd, [(2,), (3,)], workers=2)
+    assert isinstance(info.value.__cause__, ChildTraceback) and "_fail_on_odd" in str(info.value.__cause__)
+
+
 def test_variants_are_the_five_of_the_design():
     assert VARIANTS["plain cross-attn"] == ["model.projector.mask=none"]
     assert VARIANTS["CCAM + both"] == ["model.frame_block_mask=true", "model.temporal_rope=tc"]
@@ -213,8 +231,13 @@ def test_long_recipe_configs_differ_from_the_default_only_where_documented():
     def flat(name):
         out = {}
         for section, values in config_to_dict(load_config(resolve_config(name))).items():
-            out.update({f"{section}.{k}": v for k, v in values.items()})
+            if isinstance(values, list):  # callbacks: a list, compared whole
+                out[section] = values
+            else:
+                out.update({f"{section}.{k}": v for k, v in values.items()})
         return out
+
+    schedule = [{"class_path": "videoccam.synth.schedule.TurnWeightSchedule", "init_args": {"ratio": 0.3}}]
 
     def changes(default, long):
         a, b = flat(default), flat(long)
@@ -225,7 +248,7 @@ def test_long_recipe_configs_differ_from_the_default_only_where_documented():
         "data.train": ("data/synth/stills.json", "data/synth-where/stills.json"),
         "optim.epochs": (3, 1),  # unused: max_steps rules
         "optim.max_steps": (None, 2495),
-        "optim.turn_weight_ratio": (1.0, 0.3),
+        "callbacks": ([], schedule),  # the turn weights for the first 30% of the steps
         "output.dir": ("runs/synth-stills", "runs/synth-stills-where"),
     }
     assert changes("synth-ccam", "synth-ccam-long") == {
@@ -233,7 +256,7 @@ def test_long_recipe_configs_differ_from_the_default_only_where_documented():
         "data.train": ("data/synth/train.json", "data/synth-where/train.json"),
         "optim.epochs": (10, 1),
         "optim.max_steps": (None, 5000),
-        "optim.turn_weight_ratio": (1.0, 0.3),  # for data with weights (videoccam synth --turn-weight)
+        "callbacks": ([], schedule),  # for data with weights (videoccam synth --turn-weight)
         "output.dir": ("runs/synth-ccam", "runs/synth-ccam-long"),
     }
 
@@ -245,10 +268,9 @@ def test_the_variants_read_training_clips_from_the_cache_warmed_before_they_fork
     import os
 
     import videoccam.train
-    from videoccam.train import data
-    from videoccam.train.data import read_records
+    from videoccam.data import dataset, frame_cache, read_records
 
-    real_train, real_load, log = videoccam.train.train, data.load_video, tmp_path / "log"
+    real_train, real_load, log = videoccam.train.train, frame_cache.load_video, tmp_path / "log"
 
     def train_and_record(config, **kwargs):
         with log.open("a") as f:
@@ -261,8 +283,8 @@ def test_the_variants_read_training_clips_from_the_cache_warmed_before_they_fork
         return real_load(path, *args, **kwargs)
 
     monkeypatch.setattr(videoccam.train, "train", train_and_record)
-    monkeypatch.setattr(data, "load_video", load_and_record)
-    monkeypatch.setattr(data, "_RESIZED_CACHE", {})
+    for module in (frame_cache, dataset):  # the cache's decoding and the dataset's own
+        monkeypatch.setattr(module, "load_video", load_and_record)
     run_ablation(world, tmp_path / "out", variants=["plain cross-attn", "CCAM"], frames=[16], workers=2,
                  overrides=["optim.max_steps=3", "optim.micro_batch_size=4", "output.save_every=0"])
     lines = [line.split(maxsplit=2) for line in log.read_text().splitlines() if line]

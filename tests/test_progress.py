@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from videoccam.cli import main
+from videoccam.data import run_data_check
 from videoccam.processing.video import load_video
 from videoccam.synth import generate_dataset
 from videoccam.testing import make_tiny_checkpoint
-from videoccam.train.data import run_data_check
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 COUNTER = EXAMPLES / "counter.mp4"  # 90 frames at 30 fps

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 from videoccam.configs import resolve_config, shipped_configs
 from videoccam.errors import ConfigError
 from videoccam.processing.video_synth import write_test_video
+from videoccam.synth.schedule import TurnWeightSchedule
 from videoccam.testing import make_tiny_tokenizer
 from videoccam.train import load_config, load_trained, train
 from videoccam.train.build import apply_stage, build_model
@@ -266,6 +267,11 @@ def _weighted(dataset: Path, path: Path, weights: list[float | None]) -> str:
     return str(path)
 
 
+def _schedule(ratio: float) -> str:
+    """The override that puts a TurnWeightSchedule of ``ratio`` in a config's callbacks."""
+    return f"callbacks=[{{class_path: videoccam.synth.schedule.TurnWeightSchedule, init_args: {{ratio: {ratio}}}}}]"
+
+
 def _step_records(run: Path) -> list[dict]:
     """The run's per-step log records (those with a loss)."""
     return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"loss"' in line]
@@ -273,6 +279,33 @@ def _step_records(run: Path) -> list[dict]:
 
 def _losses(run: Path) -> list[float]:
     return [r["loss"] for r in _step_records(run)]
+
+
+def test_the_loss_with_weight_1_everywhere_is_the_models_own_loss(dataset, tmp_path):
+    """The trainer's one loss path (causal_lm_loss with per-token weights) with weight 1 on every labelled
+    token equals HF's model(**inputs, labels=..., num_items_in_batch=n).loss, and so does its gradient."""
+    from videoccam.data import LlavaDataset, collate
+    from videoccam.train.step import causal_lm_loss
+
+    model, processor = _stage_model(dataset, tmp_path, *SCRATCH_INSTRUCT)
+    ds = LlavaDataset(dataset / "data.json", processor, media_root=dataset / "media", num_frames=4, sample="uniform")
+    batch = collate([ds[i] for i in range(3)], pad_token_id=processor.tokenizer.pad_token_id)
+    assert batch.loss_weights is None
+    n = torch.tensor(7.5)  # what a step normalises by: any share of the global loss mass
+    model.train()
+    torch.manual_seed(0)
+    theirs = model(**batch.model_inputs(), labels=batch.labels, num_items_in_batch=n, use_cache=False).loss
+    theirs.backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(0)
+    logits = model(**batch.model_inputs(), use_cache=False).logits
+    ours = causal_lm_loss(logits, batch.labels, batch.weights(), n)
+    ours.backward()
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    assert grads and all(torch.allclose(p.grad, grads[k], rtol=1e-5, atol=1e-7)
+                         for k, p in model.named_parameters() if p.grad is not None)
+    assert {k for k, p in model.named_parameters() if p.grad is not None} == grads.keys()
 
 
 def test_turn_weights_give_a_weighted_mean_loss(dataset, tmp_path):
@@ -297,20 +330,20 @@ def test_turn_weights_give_a_weighted_mean_loss(dataset, tmp_path):
     _assert_close(runs["uneven"], runs["uneven-acc"], atol=1e-5)
 
 
-def test_turn_weight_ratio_switches_the_weights_off_after_its_share_of_the_steps(dataset, tmp_path):
-    """optim.turn_weight_ratio: ratio 0 trains exactly what the unweighted data trains; ratio 0.5 of 4
-    steps weighs steps 1-2 like ratio 1 (same losses) and steps 3-4 not (it ends away from both
-    ratio 1 and ratio 0); the log says which steps were weighted. On data without weights the ratio
-    changes nothing, bit for bit (synth-ccam-long sets 0.3 for weighted synth data and is also run on
-    unweighted data)."""
+def test_turn_weight_schedule_switches_the_weights_off_after_its_share_of_the_steps(dataset, tmp_path):
+    """The TurnWeightSchedule callback (synth-stills-where / synth-ccam-long): ratio 0 trains exactly what
+    the unweighted data trains; ratio 0.5 of 4 steps weighs steps 1-2 like ratio 1 (same losses) and
+    steps 3-4 not (it ends away from both ratio 1 and ratio 0); the log says which steps were weighted.
+    On data without weights the ratio changes nothing, bit for bit (synth-ccam-long sets 0.3 for
+    weighted synth data and is also run on unweighted data). Given in the config or to train(), the same."""
     uneven = [4, 0, 1, 1, 2.5, 1, 0.5, 1]
     runs, logs = {}, {}
     for name, weights, ratio in (("plain", [None] * 8, 1.0), ("plain-half", [None] * 8, 0.5), ("off", uneven, 0.0),
-                                 ("half", uneven, 0.5), ("full", uneven, 1.0)):
+                                 ("half", uneven, 0.5), ("full", uneven, 1.0), ("half-arg", uneven, None)):
         config = _config(dataset, tmp_path / name, *SCRATCH_INSTRUCT, "optim.max_steps=4", "optim.micro_batch_size=2",
-                         f"optim.turn_weight_ratio={ratio}")
+                         *([] if ratio is None else [_schedule(ratio)]))
         config.data.train = _weighted(dataset, tmp_path / f"{name}.json", weights)
-        train(config)
+        train(config, callbacks=[TurnWeightSchedule(0.5)] if ratio is None else ())
         runs[name] = _trainable(tmp_path / name, 4)
         logs[name] = _step_records(tmp_path / name)
     _assert_close(runs["plain"], runs["plain-half"], atol=0)
@@ -324,13 +357,15 @@ def test_turn_weight_ratio_switches_the_weights_off_after_its_share_of_the_steps
     assert np.allclose(half[:2], full[:2], rtol=1e-6)
     for other in ("off", "full"):
         assert max((runs["half"][k] - runs[other][k]).abs().max().item() for k in runs["half"]) > 1e-4
+    _assert_close(runs["half"], runs["half-arg"], atol=0)
+    assert [r["turn_weights"] for r in logs["half-arg"]] == [True, True, False, False]
 
 
 def test_max_steps_equal_to_whole_epochs_trains_what_the_epochs_train(dataset, tmp_path):
     """optim.max_steps = epochs x steps per epoch is the same run step for step (schedule, warmup,
     turn-weight share, per-epoch shuffles): what lets synth-stills-where / synth-ccam-long count steps
     and still reproduce the tables made with epochs. 8 records, micro-batch 2: 4 steps an epoch."""
-    common = ("optim.micro_batch_size=2", "optim.warmup_ratio=0.25", "optim.turn_weight_ratio=0.5")
+    common = ("optim.micro_batch_size=2", "optim.warmup_ratio=0.25", _schedule(0.5))
     runs = {}
     for name, length in (("epochs", ("optim.epochs=2", "optim.max_steps=null")), ("steps", ("optim.max_steps=8",)),
                          ("short", ("optim.max_steps=6",))):
@@ -367,8 +402,33 @@ def test_warmup_stable_decay_takes_its_decay_steps_from_schedule_kwargs(dataset,
 
 
 def test_turn_weight_ratio_out_of_range_is_a_config_error(dataset, tmp_path):
-    with pytest.raises(ConfigError, match=r"optim.turn_weight_ratio must be in \[0, 1\], got 1.5"):
-        _config(dataset, tmp_path / "run", *SCRATCH_INSTRUCT, "optim.turn_weight_ratio=1.5")
+    with pytest.raises(ConfigError, match=r"callbacks\[0\] \(videoccam.synth.schedule.TurnWeightSchedule\): "
+                                          r"ratio must be in \[0, 1\], got 1.5"):
+        _config(dataset, tmp_path / "run", *SCRATCH_INSTRUCT, _schedule(1.5))
+
+
+@pytest.mark.parametrize(("callbacks", "message"), [
+    ("[{class_path: videoccam.synth.schedule.TurnWeightSchedule, init_args: {ratoi: 0.5}}]",
+     r"callbacks\[0\] \(videoccam.synth.schedule.TurnWeightSchedule\): .*unexpected keyword argument 'ratoi'"),
+    ("[{class_path: videoccam.synth.schedule.TurnWeightSchedule, init_args: {ratio: high}}]",
+     r"callbacks\[0\] .*ratio must be a number"),
+    ("[{class_path: videoccam.synth.schedule.Nothing}]", r"callbacks\[0\]\.class_path=.*cannot import it"),
+    ("[{class_path: collections.OrderedDict}]", r"callbacks\[0\]: collections.OrderedDict is no training callback"),
+    ("[{class_path: videoccam.synth.schedule.TurnWeightSchedule, args: {ratio: 0.5}}]",
+     r"unknown config key 'callbacks\[0\]\.args'"),
+    ("{ratio: 0.5}", "callbacks: expected a list"),
+])
+def test_bad_callbacks_in_a_config_fail_at_once_naming_them(dataset, tmp_path, callbacks, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(dataset, tmp_path / "run", *SCRATCH_INSTRUCT, f"callbacks={callbacks}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_config_callbacks_are_saved_with_the_run_and_a_resume_must_keep_them(dataset, tmp_path):
+    train(_config(dataset, tmp_path, "tiny-align", "optim.max_steps=2", _schedule(0.5)))
+    assert load_config(tmp_path / "config.yaml").callbacks[0].init_args == {"ratio": 0.5}
+    with pytest.raises(ConfigError, match="differs from the saved one in callbacks"):
+        train(_config(dataset, tmp_path, "tiny-align", "optim.max_steps=2", _schedule(0.25)), resume=True)
 
 
 def test_two_processes_equal_one_process_on_the_same_global_batch(dataset, tmp_path):

@@ -15,20 +15,21 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from videoccam.cli import main
-from videoccam.errors import ConfigError
-from videoccam.processing.video import load_video
-from videoccam.processing.video_synth import read_test_pattern, write_test_video
-from videoccam.testing import make_tiny_model, make_tiny_processor, make_tiny_tokenizer, tiny_config
-from videoccam.train.data import (
+from videoccam.data import (
+    Batch,
     DataRecordError,
+    FrameCache,
     LlavaDataset,
     ResumableBatchSampler,
     check_dataset,
     collate,
     read_records,
     record_to_conversation,
-    warm_pixel_cache,
 )
+from videoccam.errors import ConfigError
+from videoccam.processing.video import load_video
+from videoccam.processing.video_synth import read_test_pattern, write_test_video
+from videoccam.testing import make_tiny_model, make_tiny_processor, make_tiny_tokenizer, tiny_config
 
 Q = 8  # visual tokens per media item of the tiny processor
 
@@ -183,10 +184,14 @@ def test_turn_weights_reach_exactly_their_turns_labelled_tokens(proc, media):
                          (0.0, "no reason<|im_end|>\n")):
         assert tok.decode(s.labels[labelled & (s.loss_weights == weight)]) == text
     batch = collate([t, s], pad_token_id=tok.pad_token_id)
-    assert torch.equal(batch["loss_weights"][0], (batch["labels"][0] != -100).float())  # 1 on the plain sample
-    assert torch.equal(batch["loss_weights"][1, :s.labels.numel()], s.loss_weights)
-    assert (batch["loss_weights"][1, s.labels.numel():] == 0).all()
-    assert collate([t, t], pad_token_id=tok.pad_token_id)["loss_weights"] is None
+    assert torch.equal(batch.loss_weights[0], (batch.labels[0] != -100).float())  # 1 on the plain sample
+    assert torch.equal(batch.loss_weights[1, :s.labels.numel()], s.loss_weights)
+    assert (batch.loss_weights[1, s.labels.numel():] == 0).all()
+    assert torch.equal(batch.weights(), batch.loss_weights)
+    assert torch.equal(batch.weights(turn_weights=False), (batch.labels != -100).float())
+    plain = collate([t, t], pad_token_id=tok.pad_token_id)
+    assert plain.loss_weights is None
+    assert torch.equal(plain.weights(), (plain.labels != -100).float())  # no weights: 1 on every label
 
 
 def test_random_frames_depend_only_on_seed_epoch_and_index(proc, media):
@@ -254,9 +259,9 @@ def test_bad_media_are_skipped_and_counted(proc, media, caplog):
     assert "id gone" in caplog.text and "bad_media.jsonl:2" in caplog.text and "missing" in caplog.text
     assert "id bad" in caplog.text and "decode" in caplog.text
     batch = collate(samples, pad_token_id=proc.tokenizer.pad_token_id)
-    assert batch["num_samples"] == 2 and batch["num_skipped"] == 2 and batch["indices"] == [0, 3]
-    assert batch["frame_counts"].tolist() == [3, 1]
-    assert batch["pixel_values"].shape == (4, 3, 32, 32)
+    assert batch.num_samples == 2 and batch.num_skipped == 2 and batch.indices == [0, 3]
+    assert batch.frame_counts.tolist() == [3, 1]
+    assert batch.pixel_values.shape == (4, 3, 32, 32)
 
 
 def test_collate_pads_right_and_mixes_images_and_videos(proc, media):
@@ -270,21 +275,22 @@ def test_collate_pads_right_and_mixes_images_and_videos(proc, media):
     ds = LlavaDataset(write_jsonl(media / "mixed.jsonl", records), proc, num_frames=4)
     samples = [ds[i] for i in range(4)]
     batch = collate(samples, pad_token_id=proc.tokenizer.pad_token_id)
+    assert isinstance(batch, Batch) and not batch.empty
     lengths = [s.input_ids.numel() for s in samples]
-    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (4, max(lengths))
-    assert batch["attention_mask"].sum(1).tolist() == lengths == ds.lengths
-    assert (batch["attention_mask"][:, 0] == 1).all()  # right padding
-    assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
-    assert (batch["input_ids"][batch["attention_mask"] == 0] == proc.tokenizer.pad_token_id).all()
-    assert batch["frame_counts"].tolist() == [1, 1, 4, 4, 1]
-    assert batch["pixel_values"].shape == (11, 3, 32, 32)
-    assert torch.equal(batch["pixel_values"][2:6], samples[1].pixel_values)  # frames in sample order
-    visual = (batch["input_ids"] == proc.video_token_id) | (batch["input_ids"] == proc.image_token_id)
-    assert int(visual.sum()) == Q * len(batch["frame_counts"])
+    assert batch.input_ids.shape == batch.labels.shape == batch.attention_mask.shape == (4, max(lengths))
+    assert batch.attention_mask.sum(1).tolist() == lengths == ds.lengths
+    assert (batch.attention_mask[:, 0] == 1).all()  # right padding
+    assert (batch.labels[batch.attention_mask == 0] == -100).all()
+    assert (batch.input_ids[batch.attention_mask == 0] == proc.tokenizer.pad_token_id).all()
+    assert batch.frame_counts.tolist() == [1, 1, 4, 4, 1]
+    assert batch.pixel_values.shape == (11, 3, 32, 32)
+    assert torch.equal(batch.pixel_values[2:6], samples[1].pixel_values)  # frames in sample order
+    visual = (batch.input_ids == proc.video_token_id) | (batch.input_ids == proc.image_token_id)
+    assert int(visual.sum()) == Q * len(batch.frame_counts)
 
     empty = collate([None, None], pad_token_id=0)
-    assert empty["num_samples"] == 0 and empty["num_skipped"] == 2 and empty["input_ids"] is None
-    assert empty["pixel_values"] is None and empty["frame_counts"] is None
+    assert empty.num_samples == 0 and empty.num_skipped == 2 and empty.input_ids is None and empty.empty
+    assert empty.pixel_values is None and empty.frame_counts is None
 
 
 def test_cached_frames_give_the_same_samples_and_are_read_once(proc, media, tmp_path):
@@ -294,21 +300,22 @@ def test_cached_frames_give_the_same_samples_and_are_read_once(proc, media, tmp_
                {"video": "clip.mp4", "conversations": qa()}]
     path = write_jsonl(tmp_path / "train.jsonl", records)
     plain = LlavaDataset(path, proc, num_frames=4, sample="uniform")
-    cached = LlavaDataset(path, proc, num_frames=4, sample="uniform", cache_frames=True)
+    cache = FrameCache()
+    cached = LlavaDataset(path, proc, num_frames=4, sample="uniform", frame_cache=cache)
     for i in range(2):
         want, got = plain[i], cached[i]
         assert torch.equal(got.input_ids, want.input_ids) and torch.equal(got.labels, want.labels)
         assert torch.equal(got.pixel_values, want.pixel_values) and got.frame_counts == want.frame_counts
     assert frame_indices(cached[1].pixel_values) == [5, 15, 25, 35]
     (tmp_path / "clip.mp4").unlink()  # the clip's pixels come from the cache from now on
-    again = LlavaDataset(path, proc, num_frames=4, sample="uniform", cache_frames=True)
+    again = LlavaDataset(path, proc, num_frames=4, sample="uniform", frame_cache=cache)  # a dataset sharing it
     assert again[1] is not None and torch.equal(again[1].pixel_values, cached[1].pixel_values)
     assert plain[1] is None  # without the cache the missing clip is a skipped sample
+    with pytest.raises(ConfigError, match="deterministic frames"):  # random frames differ every epoch
+        LlavaDataset(path, proc, num_frames=4, sample="random", frame_cache=cache)
 
 
-def test_the_pixel_cache_keeps_uint8_resized_frames_warmed_in_parallel(proc, tmp_path, monkeypatch):
-    from videoccam.train import data
-
+def test_the_pixel_cache_keeps_uint8_resized_frames_warmed_in_parallel(proc, tmp_path):
     for name in ("a.mp4", "b.mp4"):
         write_test_video(tmp_path / name, num_frames=20, fps=10, size=(64, 48))
     (tmp_path / "gone.mp4").write_bytes(b"not a video")
@@ -316,33 +323,31 @@ def test_the_pixel_cache_keeps_uint8_resized_frames_warmed_in_parallel(proc, tmp
     path = write_jsonl(tmp_path / "train.jsonl", records)
     plain = LlavaDataset(path, proc, num_frames=5, sample="uniform")
     want = [plain[i] for i in range(2)]
-    monkeypatch.setattr(data, "_RESIZED_CACHE", {})
-    monkeypatch.setattr(data, "_SPLIT_EXACT", {})
-    warm_pixel_cache([tmp_path / r["video"] for r in records], 5, "uniform", proc, workers=2)
+    cache = FrameCache()
+    cache.warm_pixels([tmp_path / r["video"] for r in records], 5, "uniform", proc, workers=2)
     size = proc.image_processor.size["height"]
-    stored = list(data._RESIZED_CACHE.values())
+    stored = cache.pixel_arrays()
     assert len(stored) == 2  # the broken clip is left out, for the dataset to report
     assert all(s.dtype == np.uint8 and s.shape == (5, 3, size, size) for s in stored)  # a quarter of float32
     for name in ("a.mp4", "b.mp4"):
         (tmp_path / name).unlink()  # from now on only the cache has them
-    cached = LlavaDataset(path, proc, num_frames=5, sample="uniform", cache_frames=True)
+    cached = LlavaDataset(path, proc, num_frames=5, sample="uniform", frame_cache=cache)
     for i in range(2):
         assert torch.equal(cached[i].pixel_values, want[i].pixel_values)  # bit for bit the processor's pixels
     assert cached[2] is None and cached.skipped == {"decode": 1}
 
 
 def test_the_pixel_cache_keeps_float_pixels_when_its_uint8_split_is_not_exact(proc, media, monkeypatch):
-    from videoccam.train import data
+    from videoccam.data import frame_cache
 
-    monkeypatch.setattr(data, "_RESIZED_CACHE", {})
-    monkeypatch.setattr(data, "_SPLIT_EXACT", {})
-    finished = data._finished
-    monkeypatch.setattr(data, "_finished", lambda ip, resized: finished(ip, resized) + 1e-7)  # one ulp off
+    finished = frame_cache._finished
+    monkeypatch.setattr(frame_cache, "_finished", lambda ip, resized: finished(ip, resized) + 1e-7)  # one ulp off
     want = proc.preprocess_media([load_video(media / "clip.mp4", num_frames=4, sample="uniform").frames],
                                  kinds=["video"])["pixel_values"]  # [4, 3, S, S]
-    got = data.cached_pixels(media / "clip.mp4", 4, "uniform", proc)
-    assert torch.equal(got, want) and list(data._SPLIT_EXACT.values()) == [False]
-    assert [s.dtype for s in data._RESIZED_CACHE.values()] == [np.float32]
+    cache = FrameCache()
+    got = cache.pixels(media / "clip.mp4", 4, "uniform", proc)
+    assert torch.equal(got, want) and list(cache.uint8_exact.values()) == [False]
+    assert [s.dtype for s in cache.pixel_arrays()] == [np.float32]
 
 
 def test_a_collated_batch_trains_the_model(media):
@@ -353,8 +358,7 @@ def test_a_collated_batch_trains_the_model(media):
     loader = DataLoader(ds, batch_sampler=sampler,
                         collate_fn=functools.partial(collate, pad_token_id=processor.tokenizer.pad_token_id))
     batch = next(iter(loader))
-    keys = ("input_ids", "attention_mask", "labels", "pixel_values", "frame_counts")
-    loss = model.train()(**{k: batch[k] for k in keys}).loss
+    loss = model.train()(**batch.model_inputs(), labels=batch.labels).loss
     loss.backward()
     assert torch.isfinite(loss) and model.projector.query.grad is not None
 

@@ -292,7 +292,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_data_check(args: argparse.Namespace) -> int:
     """Check a LLaVA JSON/JSONL training file: one line per problem; exit 1 if any, 0 if clean."""
-    from videoccam.train.data import run_data_check
+    from videoccam.data import run_data_check
 
     processor = None
     if args.model is not None:

@@ -6,7 +6,7 @@ the end (a later ``(0, total)`` starts the next piece of work, e.g. the next vid
 
 * :func:`videoccam.processing.video.load_video`: frames kept of the frames wanted (PyAV backend);
 * :func:`videoccam.synth.generate_dataset`: clips written;
-* :func:`videoccam.train.data.run_data_check`: records checked.
+* :func:`videoccam.data.run_data_check`: records checked.
 
 The library itself prints nothing and draws no bars (it logs); the ``videoccam`` command passes a
 tqdm bar on stderr when stderr is a terminal and ``--quiet`` is not given.

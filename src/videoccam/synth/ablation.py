@@ -14,12 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,8 +25,10 @@ from typing import Any, TypeVar
 import torch
 
 from videoccam.configs import resolve_config
+from videoccam.data import FrameCache, read_records
+from videoccam.processing.video import load_video
+from videoccam.synth.forked import run_forked
 from videoccam.train.config import PROJECTOR_CHECKPOINT_OPTIONS, load_config
-from videoccam.train.data import cached_frames, read_records, warm_frame_cache, warm_pixel_cache
 from videoccam.train.distributed import training_device
 
 logger = logging.getLogger(__name__)
@@ -81,8 +81,10 @@ def normalise(text: str) -> str:
 
 
 def evaluate(model: Any, processor: Any, test_file: str | Path, num_frames: int, *, batch_size: int = 50,
-             media_root: str | Path | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Greedy answers to every test question at ``num_frames`` uniformly sampled frames.
+             media_root: str | Path | None = None, limit: int | None = None,
+             frame_cache: FrameCache | None = None) -> list[dict[str, Any]]:
+    """Greedy answers to every test question at ``num_frames`` uniformly sampled frames (read from
+    ``frame_cache`` when given, e.g. one warmed for every variant before they were forked).
 
     Returns one record per question: ``id``, ``family``, ``answer``, ``prediction``, ``correct``,
     ``chance``, ``order_dependent`` (a clip that fails to decode is recorded with ``error``).
@@ -97,7 +99,8 @@ def evaluate(model: Any, processor: Any, test_file: str | Path, num_frames: int,
         convs, media, keep = [], [], []
         for rec in chunk:
             try:
-                frames = cached_frames(root / rec["video"], num_frames, "uniform")
+                frames = (frame_cache.frames(root / rec["video"], num_frames, "uniform") if frame_cache is not None
+                          else load_video(root / rec["video"], num_frames=num_frames, sample="uniform").frames)
             except Exception as err:  # noqa: BLE001 - a bad clip is recorded, the run goes on
                 results.append({**_result(rec), "error": str(err), "correct": False, "prediction": None})
                 continue
@@ -187,11 +190,10 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     stage2_overrides = [o for o in overrides if stage1_config is None or not builds_the_model(o)]
     base = load_config(resolve_config(config),
                        [*([tokenizer] if stage1_config is None else []), clips, *stage2_overrides])
-    if base.data.cache_frames:  # decode every test clip once, in parallel, for all variants and frame counts
-        test_clips = [data_dir / r["video"] for r in read_records(data_dir / "test.json")[:limit]]
-        for num_frames in frames:
-            warm_frame_cache(test_clips, num_frames, "uniform", workers=workers)
-        logger.info("decoded the test clips in %.0f s", time.perf_counter() - started)
+    # the clips decoded once, here, for every variant: the children forked later share it copy on write
+    cache = FrameCache() if base.data.cache_frames else None
+    if cache is not None:
+        _warm_test_clips(cache, data_dir, frames, limit, workers)
     stage1_s: dict[int, float] = {}
     source: dict[int, list[str]] = {}
     for seed in seeds:
@@ -211,24 +213,14 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
                        [clips, *source[seed], *VARIANTS[name], *stage2_overrides], tuple(frames), limit)
             for seed in seeds for name in variants]
     to_train = [job for job in jobs if not job.trained()]
-    if base.data.cache_frames and to_train:  # decode and resize every training clip once, for all variants
-        t0 = time.perf_counter()
-        first = load_config(resolve_config(config), to_train[0].overrides)
-        processor = run_in_child(_processor, first)  # the variants' processor; no torch work in this process
-        train_clips = [data_dir / r["video"] for r in read_records(data_dir / "train.json")]
-        warm_pixel_cache(train_clips, first.data.num_frames, first.data.sample, processor, workers=workers)
-        logger.info("decoded and resized the training clips in %.0f s", time.perf_counter() - t0)
+    if cache is not None and to_train:
+        _warm_training_clips(cache, load_config(resolve_config(config), to_train[0].overrides), workers)
     side_by_side = len(jobs) // workers * workers if workers > 1 else 0
-    per_job = []
-    if side_by_side:
-        # each worker trains and evaluates whole variants on its share of the cores; fork keeps the
-        # clip caches of this process (copy on write), so nothing is decoded twice
-        threads = max(1, torch.get_num_threads() // workers)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"),
-                                   initializer=torch.set_num_threads, initargs=(threads,))
-        with pool:
-            per_job = list(pool.map(run_variant, jobs[:side_by_side]))
-    per_job += [run_in_child(run_variant, job) for job in jobs[side_by_side:]]  # a last odd job gets every thread
+    # each child trains and evaluates one variant, `workers` side by side on their share of the cores;
+    # fork hands them the clip cache of this process (copy on write), so nothing is decoded twice
+    per_job = run_forked(run_variant, [(job, cache) for job in jobs[:side_by_side]], workers=workers,
+                         threads=max(1, torch.get_num_threads() // workers))
+    per_job += run_forked(run_variant, [(job, cache) for job in jobs[side_by_side:]])  # the odd ones: every thread
     runs = [run for job_runs in per_job for run in job_runs]
     summary = {"data": str(data_dir), "stage1_data": str(stills_dir), "config": config,
                "stage1_config": stage1_config,
@@ -237,6 +229,27 @@ def run_ablation(data_dir: str | Path, out_dir: str | Path, *, variants: Sequenc
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "results.md").write_text(markdown_table(summary))
     return summary
+
+
+def _warm_test_clips(cache: FrameCache, data_dir: Path, frames: Sequence[int], limit: int | None,
+                     workers: int) -> None:
+    """Decode every test clip into ``cache``, in parallel, once for all variants and frame counts."""
+    t0 = time.perf_counter()
+    test_clips = [data_dir / r["video"] for r in read_records(data_dir / "test.json")[:limit]]
+    for num_frames in frames:
+        cache.warm_frames(test_clips, num_frames, "uniform", workers=workers)
+    logger.info("decoded the test clips in %.0f s", time.perf_counter() - t0)
+
+
+def _warm_training_clips(cache: FrameCache, config: Any, workers: int) -> None:
+    """Decode and resize every training clip of ``config`` (a variant's) into ``cache``, once for all
+    variants (they share the frame count, sampling and image processor)."""
+    t0 = time.perf_counter()
+    processor = run_in_child(_processor, config)  # the variants' processor; no torch work in this process
+    root = Path(config.data.media_root or Path(config.data.train).parent)  # where the dataset finds them
+    train_clips = [root / r["video"] for r in read_records(config.data.train)]
+    cache.warm_pixels(train_clips, config.data.num_frames, config.data.sample, processor, workers=workers)
+    logger.info("decoded and resized the training clips in %.0f s", time.perf_counter() - t0)
 
 
 def stage1_final(out_dir: Path, seed: int) -> Path:
@@ -250,10 +263,7 @@ def run_in_child(fn: Callable[..., T], *args: Any) -> T:
     CUDA cannot be initialised again in a process forked after the parent initialised it, so the
     ablation trains nothing in its own process: its later forks (the variants' workers) stay valid.
     """
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("fork"),
-                               initializer=torch.set_num_threads, initargs=(torch.get_num_threads(),))
-    with pool:
-        return pool.submit(fn, *args).result()
+    return run_forked(fn, [args])[0]
 
 
 def _train(config: Any) -> Path:
@@ -289,9 +299,10 @@ class VariantJob:
         return (Path(self.run_dir) / "final" / "config.json").is_file()
 
 
-def run_variant(job: VariantJob) -> list[dict[str, Any]]:
+def run_variant(job: VariantJob, frame_cache: FrameCache | None = None) -> list[dict[str, Any]]:
     """Train ``job``'s variant (unless its ``final`` model exists) and evaluate it at every frame count;
-    writes ``predictions-<frames>.jsonl`` next to the run and returns one results entry per frame count."""
+    writes ``predictions-<frames>.jsonl`` next to the run and returns one results entry per frame count.
+    ``frame_cache``: the clips decoded ahead (the training's with ``data.cache_frames``, and the test clips)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from videoccam.train import train
@@ -301,7 +312,7 @@ def run_variant(job: VariantJob) -> list[dict[str, Any]]:
     t0 = time.perf_counter()
     config = load_config(resolve_config(job.config), [*job.overrides, f"output.dir={run_dir}"])
     if not job.trained():  # a finished variant is not trained again; an unfinished one continues
-        train(config, resume=True)
+        train(config, resume=True, frame_cache=frame_cache)
     train_s = time.perf_counter() - t0
     # scored where it trained
     model = AutoModelForImageTextToText.from_pretrained(final).to(training_device(config.engine)).eval()
@@ -309,7 +320,8 @@ def run_variant(job: VariantJob) -> list[dict[str, Any]]:
     runs = []
     for num_frames in job.frames:
         t1 = time.perf_counter()
-        results = evaluate(model, processor, data_dir / "test.json", num_frames, limit=job.limit)
+        results = evaluate(model, processor, data_dir / "test.json", num_frames, limit=job.limit,
+                           frame_cache=frame_cache)
         scores = score(results)
         runs.append({
             "variant": job.name, "seed": job.seed, "frames": num_frames, "train_s": train_s,

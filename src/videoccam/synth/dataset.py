@@ -233,7 +233,8 @@ def generate_dataset(
         turn_weights: Loss weight of the training clips' answers by family, e.g. ``{"direction": 5,
             "reverse": 5}`` (written as the answers' ``"weight"``; families left out weigh 1, and
             with the default ``None`` no answer carries a weight). Test clips and stills are not
-            weighted. A config's ``optim.turn_weight_ratio`` says for how many steps they act.
+            weighted. A config's ``TurnWeightSchedule`` callback (:mod:`videoccam.synth.schedule`)
+            says for how many steps they act.
         also_ask: Training-only families (:data:`~videoccam.synth.families.TRAIN_ONLY_FAMILIES`) that
             training clips ask as extra turns, with ``train_questions="all"``: ``("before",)`` asks,
             for every flash but the first, which flash came right before it ("the <c> one flashed

@@ -1,7 +1,8 @@
 """The training configuration: a typed dataclass tree, read from YAML, overridden by ``key=value``.
 
 A run is described by one :class:`TrainConfig` (sections ``model``, ``data``, ``stage``, ``optim``,
-``engine``, ``output``). :func:`load_config` reads a YAML file, applies dotted overrides such as
+``engine``, ``output``, and the list ``callbacks``: hooks into the loop, see
+:mod:`videoccam.train.callbacks`). :func:`load_config` reads a YAML file, applies dotted overrides such as
 ``optim.lr=2e-4`` or ``stage.train_llm=full`` (values parsed as YAML scalars), and checks every key
 and type: an unknown key or a wrong type raises :class:`~videoccam.errors.ConfigError` naming the
 dotted key. :func:`dump_config` writes the resolved tree back as YAML (saved in every run folder).
@@ -19,7 +20,9 @@ from typing import Any, Literal
 import yaml
 from transformers import SchedulerType
 
+from videoccam.constants import DEFAULT_NUM_FRAMES, TemporalRope
 from videoccam.errors import ConfigError
+from videoccam.train.callbacks import CallbackSpec, build_callbacks
 
 # learning-rate schedules (transformers.SchedulerType values) that step on a metric, not on optimizer steps
 METRIC_SCHEDULES = ("reduce_lr_on_plateau", "greedy")
@@ -47,7 +50,7 @@ class ModelSettings:
     projector: dict[str, Any] = field(default_factory=dict)  # CCAMProjectorConfig fields (checkpoint: PROJECTOR_CHECKPOINT_OPTIONS only)
     vision_select_layer: int = -2
     frame_block_mask: bool | None = None  # TC-LLaVA options (None: keep the checkpoint's / the default)
-    temporal_rope: str | None = None
+    temporal_rope: TemporalRope | None = None
     rope_gamma: float | None = None
     image_size: int | None = None  # SigLIP input size when from_scratch (default: vision_config.image_size)
     chat_format: str = "chatml"  # used when the tokenizer has no chat template
@@ -62,7 +65,7 @@ class DataSettings:
 
     train: str = ""
     media_root: str | None = None  # default: the folder of the data file
-    num_frames: int = 16
+    num_frames: int = DEFAULT_NUM_FRAMES
     sample: str = "random"  # random-segment sampling (training); "uniform" for deterministic frames
     max_length: int | None = None  # samples with more tokens are skipped (counted)
     group_by_length: bool = True
@@ -115,9 +118,6 @@ class OptimSettings:
     micro_batch_size: int = 1  # per process
     grad_accum: int = 1
     max_grad_norm: float | None = 1.0
-    # fraction of the run's steps, from the first, that use the data's per-turn loss weights; the
-    # steps after it weigh every labelled token 1 (one weighting schedule inside one lr schedule)
-    turn_weight_ratio: float = 1.0
     seed: int = 0  # dropout and other torch randomness
 
 
@@ -150,6 +150,8 @@ class TrainConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     engine: EngineSettings = field(default_factory=EngineSettings)
     output: OutputSettings = field(default_factory=OutputSettings)
+    # hooks into the training loop, each built from its import path (videoccam.train.callbacks)
+    callbacks: list[CallbackSpec] = field(default_factory=list)
 
     def validate(self) -> None:
         """Cross-field checks (types were checked on load); raises ConfigError naming the key."""
@@ -187,14 +189,13 @@ class TrainConfig:
                               "step, without a metric; pick a step schedule (cosine, linear, warmup_stable_decay, ...)")
         if self.optim.schedule not in STEP_SCHEDULES:
             raise ConfigError(f"optim.schedule={self.optim.schedule!r}: unknown; known: {', '.join(STEP_SCHEDULES)}")
-        if not 0.0 <= self.optim.turn_weight_ratio <= 1.0:
-            raise ConfigError(f"optim.turn_weight_ratio must be in [0, 1], got {self.optim.turn_weight_ratio}")
         if not 0.0 <= self.optim.warmup_ratio < 1.0:
             raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.optim.warmup_ratio}")
         if self.output.keep_last < 1:
             raise ConfigError(f"output.keep_last must be >= 1, got {self.output.keep_last}")
         if self.data.num_frames < 1:
             raise ConfigError(f"data.num_frames must be >= 1, got {self.data.num_frames}")
+        build_callbacks(self.callbacks)  # fail now on a callback that cannot be built
 
 
 # ---------------------------------------------------------------- typed (de)serialisation
@@ -221,6 +222,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
+        if len(errors) == 1:  # one type besides None (e.g. a Literal | None): its own, more precise, message
+            raise ConfigError(errors[0])
         raise ConfigError(f"{key}: {value!r} matches none of {_type_name(tp)}")
     if origin is Literal:
         if value not in args:
