@@ -140,3 +140,17 @@ def test_bad_conversation_shapes(proc):
         proc([{"text": "hi"}])
     with pytest.raises(ValueError, match="2 conversations but media for 1"):
         proc([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]], [[]])
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 3), (1, 40, 3)])
+def test_thin_frames_are_read_channels_last(proc, shape):
+    """A frame 1 or 3 px high is [H, W, 3], not channels-first: every path that hands frames to the
+    image processor says so (the image processor alone would guess wrong and garble the pixels)."""
+    frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    expected = proc.image_processor(images=[frame], return_tensors="pt",
+                                    input_data_format="channels_last")["pixel_values"]  # [1, 3, 32, 32]
+    as_image = proc([{"role": "user", "content": "<image> ?"}], [frame])["pixel_values"]
+    as_pil = proc.preprocess_media([Image.fromarray(frame)], kinds=["image"])["pixel_values"]
+    as_video = proc(text="<video> ?", videos=[[frame, frame]])["pixel_values"]  # [2, 3, 32, 32]
+    for pixels in (as_image, as_pil, as_video[:1], as_video[1:]):
+        torch.testing.assert_close(pixels, expected, rtol=0, atol=0)

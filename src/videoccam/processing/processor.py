@@ -339,7 +339,10 @@ class VideoCCAMProcessor(ProcessorMixin):
         frames = self.load_media(item, video_kwargs)
         if placeholder == self.image_token and len(frames) != 1:
             raise ValueError(f"{where}: an {self.image_token} placeholder got {len(frames)} frames")
-        return self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
+        # frames are [H, W, 3] (arrays) or PIL images: say so, or a frame 1, 3 or 4 px high is taken
+        # for channels-first by the image processor's guess and garbled
+        return self.image_processor(images=frames, return_tensors="pt",
+                                    input_data_format="channels_last")["pixel_values"]  # [n, 3, H, W]
 
     def _normalise_conversation(self, conv: list, items: list, b: int,
                                 text_only: bool = False) -> tuple[list[dict], list]:
