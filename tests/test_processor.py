@@ -154,3 +154,63 @@ def test_thin_frames_are_read_channels_last(proc, shape):
     as_video = proc(text="<video> ?", videos=[[frame, frame]])["pixel_values"]  # [2, 3, 32, 32]
     for pixels in (as_image, as_pil, as_video[:1], as_video[1:]):
         torch.testing.assert_close(pixels, expected, rtol=0, atol=0)
+
+
+def test_channels_first_arrays_are_refused(proc):
+    """Frames are channels-last: a [3, H, W] array is refused, not read as a 3-pixel-high frame."""
+    with pytest.raises(ValueError, match=r"channels-last RGB, \[H, W, 3\], got shape \(3, 40, 48\)"):
+        proc([{"role": "user", "content": "<image> ?"}], [np.zeros((3, 40, 48), np.uint8)])
+    with pytest.raises(ValueError, match="channels-last"):
+        proc.preprocess_media([[np.zeros((3, 40, 48), np.uint8)] * 2], kinds=["video"])
+
+
+# --- token counts and the placeholder rule, shared with the training data ------------------------------
+def test_count_tokens_is_the_length_of_the_processed_inputs(proc):
+    frames, img = random_frames(3, 0), random_frames(1, 1)[0]
+    convs = [
+        [{"role": "user", "content": "<video>\nwhat happens ?"}, {"role": "assistant", "content": "a red square ."}],
+        [{"role": "system", "content": "be brief ."}, {"role": "user", "content": "<image> then <video> ?"},
+         {"role": "assistant", "content": "no .", "weight": 2.0}],
+        [{"role": "user", "content": "no media here ?"}, {"role": "assistant", "content": "yes ."}],
+        [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": " and ?"}]},
+         {"role": "assistant", "content": "B"}],
+    ]
+    media = [[frames], [img, frames], [], []]
+    for add_generation_prompt in (False, True):
+        counts = proc.count_tokens(convs, [1, 2, 0, 1], add_generation_prompt=add_generation_prompt, batch_size=3)
+        lengths = [int(proc(conv, items, add_generation_prompt=add_generation_prompt)["attention_mask"].sum())
+                   for conv, items in zip(convs, media)]
+        assert counts == lengths
+    assert proc.count_tokens(convs) == proc.count_tokens(convs, [1, 2, 0, 1])  # no check: as written
+    text = proc.tokenizer.apply_chat_template(convs[0], chat_template=proc.chat_template, tokenize=False,
+                                              add_generation_prompt=True)
+    assert lengths[0] == len(proc.tokenizer(text)["input_ids"]) + Q - 1  # text tokens + Q per placeholder
+
+
+def test_count_tokens_flags_placeholder_mismatches(proc):
+    convs = [[{"role": "user", "content": "<video> <video> ?"}], [{"role": "user", "content": "what ?"}],
+             [{"role": "user", "content": "<image> ?"}]]
+    counts = proc.count_tokens(convs, [1, 1, 1])
+    assert counts[:2] == [None, None] and isinstance(counts[2], int)
+    with pytest.raises(ValueError, match="3 conversations but num_media for 2"):
+        proc.count_tokens(convs, [1, 1])
+    with pytest.raises(ValueError, match="batch of conversations"):
+        proc.count_tokens(convs[0])
+
+
+def test_prepend_placeholders_is_the_rule_of_the_call(proc):
+    messages = [{"role": "system", "content": "be brief ."}, {"role": "user", "content": "what happens ?"}]
+    out = proc.prepend_placeholders(messages, ["video", "image"])
+    assert out[1]["content"] == "<video>\n<image>\nwhat happens ?" and out[0] is messages[0]
+    assert messages[1]["content"] == "what happens ?"  # the input is not modified
+    frames, img = random_frames(2, 0), random_frames(1, 1)[0]
+    a = proc(messages, [frames, img])
+    b = proc(out, [frames, img])
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    written = [{"role": "user", "content": "<image> first"}]
+    assert proc.prepend_placeholders(written, ["video"]) == written  # a placeholder is written: as it is
+    assert proc.prepend_placeholders(messages, []) == messages
+    with pytest.raises(ValueError, match="no user message"):
+        proc.prepend_placeholders([{"role": "system", "content": "x"}], ["image"])
+    with pytest.raises(ValueError, match="'image' or 'video'"):
+        proc.prepend_placeholders(messages, ["audio"])
