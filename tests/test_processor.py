@@ -1,9 +1,14 @@
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
 from conftest import random_frames
 from PIL import Image
+from transformers import AutoProcessor
 
+from videoccam import ConfigError, VideoCCAMProcessor
 from videoccam.processing.chat_templates import CHAT_FORMATS, get_chat_format
 from videoccam.testing import make_tiny_model
 
@@ -214,3 +219,39 @@ def test_prepend_placeholders_is_the_rule_of_the_call(proc):
         proc.prepend_placeholders([{"role": "system", "content": "x"}], ["image"])
     with pytest.raises(ValueError, match="'image' or 'video'"):
         proc.prepend_placeholders(messages, ["audio"])
+
+
+# --- Q is the model's -----------------------------------------------------------------------------------
+def _processor_folder(tiny_checkpoint, tmp_path, **processor_config):
+    """The tiny checkpoint's processor files and config.json (no weights), processor_config.json edited."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for f in tiny_checkpoint.iterdir():
+        if f.is_file() and f.suffix != ".safetensors":
+            shutil.copy(f, folder / f.name)
+    saved = json.loads((folder / "processor_config.json").read_text())
+    for key, value in processor_config.items():
+        if value is None:
+            saved.pop(key, None)
+        else:
+            saved[key] = value
+    (folder / "processor_config.json").write_text(json.dumps(saved))
+    return folder
+
+
+def test_num_visual_tokens_comes_from_the_model_config(tiny_checkpoint, tmp_path):
+    num_query = json.loads((tiny_checkpoint / "config.json").read_text())["projector_config"]["num_query"]
+    assert AutoProcessor.from_pretrained(tiny_checkpoint).num_visual_tokens == num_query == Q
+    folder = _processor_folder(tiny_checkpoint, tmp_path, num_visual_tokens=None)  # not said: config.json's
+    for load in (AutoProcessor.from_pretrained, VideoCCAMProcessor.from_pretrained):
+        assert load(folder).num_visual_tokens == Q
+
+
+def test_num_visual_tokens_mismatch_names_both_files(tiny_checkpoint, tmp_path):
+    folder = _processor_folder(tiny_checkpoint, tmp_path, num_visual_tokens=5)
+    for load in (AutoProcessor.from_pretrained, VideoCCAMProcessor.from_pretrained):
+        with pytest.raises(ConfigError) as err:
+            load(folder)
+        message = str(err.value)
+        assert "processor_config.json says num_visual_tokens=5" in message
+        assert f"config.json says projector_config.num_query={Q}" in message

@@ -1,7 +1,8 @@
 """VideoCCAMProcessor: conversations + media -> model inputs (ids, mask, labels, pixel values).
 
 The processor owns token expansion: every ``<image>`` / ``<video>`` placeholder becomes exactly
-``num_visual_tokens`` copies of its special token (Q = ``projector_config.num_query``), so the sequence length,
+``num_visual_tokens`` copies of its special token (Q = ``projector_config.num_query``, read from the
+model's ``config.json`` when the processor is loaded from a model folder), so the sequence length,
 labels, padding and KV cache are known before the model runs. It also owns the two rules the
 training data shares with it: exact token counts without media (:meth:`VideoCCAMProcessor.count_tokens`)
 and one placeholder per media item when none is written (:meth:`VideoCCAMProcessor.prepend_placeholders`).
@@ -12,11 +13,13 @@ The work is done in the modules next to this one:
 - :mod:`~videoccam.processing.media`: media items -> frames -> pixel values;
 - :mod:`~videoccam.processing.tokenization`: rendered prompts -> ids, labels, padding, token counts;
 - :mod:`~videoccam.processing.chat_call`: ``apply_chat_template``, transformers' messages entry point;
+- :mod:`~videoccam.processing.model_config`: Q checked against the model's ``config.json``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,6 +40,7 @@ from videoccam.processing.messages import (
     placeholder_pattern,
     prepend_placeholders,
 )
+from videoccam.processing.model_config import check_num_visual_tokens
 from videoccam.processing.tokenization import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
@@ -52,7 +56,7 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
         tokenizer: a tokenizer in which ``image_token`` and ``video_token`` are single special tokens.
         chat_template: a Jinja template; default: the tokenizer's own, else ``chat_format``.
         num_visual_tokens: Q, tokens per media item (must equal the model's ``projector_config.num_query``;
-).
+            :meth:`from_pretrained` checks it against the folder's ``config.json``).
         image_token / video_token: the placeholder strings.
         chat_format: built-in template used when neither ``chat_template`` nor the tokenizer has one
             (``"chatml"``, ``"phi3"`` or ``"llama3"``).
@@ -75,6 +79,22 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
         self.video_token_id = self._single_token_id(video_token)
         self._placeholder_re = placeholder_pattern(image_token, video_token)
         self._stop_words = fmt.stop_words
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> VideoCCAMProcessor:
+        """transformers' ``from_pretrained`` (``AutoProcessor`` comes here too), with Q taken from the model.
+
+        When the folder (or hub repo) also holds the model's ``config.json``, ``num_visual_tokens`` is
+        its ``projector_config.num_query``: taken from there when ``processor_config.json`` does not
+        say, checked against it when it does.
+
+        Raises:
+            ConfigError: ``processor_config.json`` and ``config.json`` disagree on Q; the message
+                names both files and both values.
+        """
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        processor.num_visual_tokens = check_num_visual_tokens(cls, pretrained_model_name_or_path, processor, kwargs)
+        return processor
 
     def _single_token_id(self, token: str) -> int:
         ids = self.tokenizer.encode(token, add_special_tokens=False)
