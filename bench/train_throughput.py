@@ -26,7 +26,7 @@ from pathlib import Path
 
 
 def make_data(root: Path, n: int) -> None:
-    from videoccam.processing.video_synth import write_test_video
+    from videoccam.testing.media import write_test_video
     from videoccam.testing import make_tiny_tokenizer
 
     make_tiny_tokenizer().save_pretrained(root / "tok")

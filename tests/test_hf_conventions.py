@@ -15,7 +15,7 @@ from PIL import Image
 from transformers import AutoProcessor, GenerationConfig, pipeline
 
 from videoccam.assets import default_model_path
-from videoccam.processing.video_synth import write_test_video
+from videoccam.testing.media import write_test_video
 from videoccam.testing import make_tiny_checkpoint, make_tiny_model
 
 PROMPT_VIDEO_IMAGE = "<|im_start|>user\n<video>\nthen <image> ?<|im_end|>\n<|im_start|>assistant\n"

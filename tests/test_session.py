@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import random_frames
 
-from videoccam.processing.video_synth import write_test_video
+from videoccam.testing.media import write_test_video
 from videoccam.session import AnswerStreamer, ChatSession
 from videoccam.testing import make_tiny_model
 

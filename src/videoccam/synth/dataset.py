@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 
 from videoccam.processing.processor import check_turn_weight
-from videoccam.processing.video_synth import write_video
+from videoccam.testing.media import write_video
 from videoccam.progress import ProgressCallback
 from videoccam.synth.families import (
     ANSWERS,
