@@ -80,8 +80,9 @@ def _add_temporal_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("TC-LLaVA temporal options (see docs/temporal-options.md)")
     group.add_argument("--frame-block-mask", action=argparse.BooleanOptionalAction, default=None,
                        help="frame-wise block-causal attention in the LLM at prefill")
-    group.add_argument("--temporal-rope", choices=["none", "tc", "frame"], default=None,
-                       help="temporal-aware dual RoPE mode")
+    group.add_argument("--temporal-rope", default=None, metavar="MODE",
+                       help="temporal-aware dual RoPE mode, one of videoccam.constants.TEMPORAL_ROPE_MODES "
+                       "(the library checks it)")
     group.add_argument("--rope-gamma", type=float, default=None, help="gamma of the temporal RoPE")
 
 
@@ -97,8 +98,9 @@ def add_chat(chat: argparse.ArgumentParser) -> None:
     chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
 
     video = chat.add_argument_group("video sampling (see docs/video-input.md)")
-    video.add_argument("--num-frames", type=_positive_int, default=16,
-                       help="frames sampled per video by --sample uniform/random (default 16)")
+    video.add_argument("--num-frames", type=_positive_int, default=None,
+                       help="frames sampled per video by --sample uniform/random (default: the model's, "
+                       "num_frames in its processor_config.json)")
     video.add_argument("--sample", default=None, choices=["uniform", "fps", "random"],
                        help="uniform: segment midpoints (default); fps: --fps frames a second; random: one "
                        "random frame per segment")
@@ -181,7 +183,9 @@ def add_data(data: argparse.ArgumentParser) -> None:
     check.add_argument("--model", help="checkpoint folder (or hub id) whose processor counts tokens; "
                        "without it, token lengths are not checked")
     check.add_argument("--max-length", type=int, help="report records over N tokens (needs --model)")
-    check.add_argument("--num-frames", type=int, default=16, help="frames decoded per video (default 16)")
+    check.add_argument("--num-frames", type=int, default=None,
+                       help="frames decoded per video (default: the --model processor's num_frames, else the "
+                       "library's default, videoccam.constants.DEFAULT_NUM_FRAMES)")
     check.add_argument("--no-decode", action="store_true", help="only check that media files exist")
     check.set_defaults(func="cmd_data_check", prog_name=check.prog)
 
@@ -190,15 +194,20 @@ def add_synth(synth: argparse.ArgumentParser) -> None:
     from videoccam.synth.dataset import TRAIN_QUESTIONS
     from videoccam.synth.families import FAMILIES, TRAIN_ONLY_FAMILIES
     from videoccam.synth.stills import WHERE_MODES
+    from videoccam.synth.world import WorldConfig
 
     synth.add_argument("--out", required=True, help="output folder (the media root of the JSON files)")
     synth.add_argument("--train", type=int, default=4000, help="training samples (default 4000)")
     synth.add_argument("--test", type=int, default=600, help="test samples (default 600)")
     synth.add_argument("--seed", type=int, default=0)
-    synth.add_argument("--size", type=int, default=64, help="frame side in pixels (default 64)")
-    synth.add_argument("--frames", type=int, default=64, help="frames per clip (default 64)")
-    synth.add_argument("--beats", type=int, default=16, help="beats per clip; frames must be a multiple")
-    synth.add_argument("--fps", type=float, default=8.0)
+    world = WorldConfig()  # the world's defaults
+    synth.add_argument("--size", type=int, default=world.size,
+                       help="frame side in pixels (default %(default)s)")
+    synth.add_argument("--frames", type=int, default=world.num_frames,
+                       help="frames per clip (default %(default)s)")
+    synth.add_argument("--beats", type=int, default=world.num_beats,
+                       help="beats per clip; frames must be a multiple (default %(default)s)")
+    synth.add_argument("--fps", type=float, default=world.fps)
     synth.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     synth.add_argument("--workers", type=int, default=1, help="encoding processes (default 1)")
     synth.add_argument("--stills-where", choices=WHERE_MODES, default="side",
