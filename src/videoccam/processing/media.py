@@ -28,7 +28,8 @@ MediaKind = Literal["image", "video"]
 
 
 def media_kind(item: Any) -> MediaKind:
-    """``"image"`` for one frame (a PIL image, an ``[H, W, 3]`` array, a still-image path), else ``"video"``."""
+    """``"image"`` for one frame (a PIL image, an ``[H, W, 3]`` array, a still-image path), else
+    ``"video"``."""
     single = isinstance(item, Image.Image) or (isinstance(item, np.ndarray) and item.ndim == 3) or (
         isinstance(item, (str, Path)) and Path(item).suffix.lower() in STILL_IMAGE_SUFFIXES
     )

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 # __call__ options that apply_chat_template takes from its **kwargs (transformers' legacy place for them)
-CALL_OPTIONS = frozenset({"num_frames", "fps", "video_kwargs", "padding", "padding_side", "add_special_tokens"})
+CALL_OPTIONS = frozenset({"num_frames", "fps", "video_kwargs", "padding", "padding_side",
+                          "add_special_tokens"})
 
 
 def check_turn_weight(weight: Any, role: str, where: str) -> float:
@@ -25,7 +26,8 @@ def check_turn_weight(weight: Any, role: str, where: str) -> float:
     >= 0 on an assistant message."""
     if role != "assistant":
         raise ValueError(f"{where}: only assistant turns take a loss weight ('weight'), not {role!r} ones")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+    number = isinstance(weight, (int, float)) and not isinstance(weight, bool)
+    if not number or not math.isfinite(weight) or weight < 0:
         raise ValueError(f"{where}: 'weight' must be a finite number >= 0, got {weight!r}")
     return float(weight)
 
@@ -56,7 +58,8 @@ def find_placeholders(messages: Sequence[dict], pattern: re.Pattern[str]) -> lis
 
 
 def prepend_placeholders(messages: Sequence[dict], placeholders: Sequence[str], *,
-                         pattern: re.Pattern[str] | None = None, where: str = "the conversation") -> list[dict]:
+                         pattern: re.Pattern[str] | None = None,
+                         where: str = "the conversation") -> list[dict]:
     """Media given without placeholders get one each: the rule of the processor and the training data.
 
     When no message holds a placeholder (``pattern``; default: ``<image>`` / ``<video>``), the first

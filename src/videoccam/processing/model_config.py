@@ -43,7 +43,8 @@ def model_num_query(source: str | os.PathLike, **hub_kwargs: Any) -> int | None:
     return int(projector.get("num_query", CCAMProjectorConfig().num_query))
 
 
-def check_num_visual_tokens(cls: Any, source: str | os.PathLike, processor: Any, kwargs: dict[str, Any]) -> int:
+def check_num_visual_tokens(cls: Any, source: str | os.PathLike, processor: Any,
+                            kwargs: dict[str, Any]) -> int:
     """The ``num_visual_tokens`` a processor loaded from ``source`` must have.
 
     Args:

@@ -64,8 +64,9 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
     """
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template: str | None = None,
-                 num_visual_tokens: int = 1024, image_token: str = IMAGE_TOKEN, video_token: str = VIDEO_TOKEN,
-                 chat_format: str = "chatml", num_frames: int = DEFAULT_NUM_FRAMES, **kwargs: Any) -> None:
+                 num_visual_tokens: int = 1024, image_token: str = IMAGE_TOKEN,
+                 video_token: str = VIDEO_TOKEN, chat_format: str = "chatml",
+                 num_frames: int = DEFAULT_NUM_FRAMES, **kwargs: Any) -> None:
         self.num_visual_tokens = num_visual_tokens
         self.image_token = image_token
         self.video_token = video_token
@@ -81,7 +82,8 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
         self._stop_words = fmt.stop_words
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> VideoCCAMProcessor:
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
+                        **kwargs: Any) -> VideoCCAMProcessor:
         """transformers' ``from_pretrained`` (``AutoProcessor`` comes here too), with Q taken from the model.
 
         When the folder (or hub repo) also holds the model's ``config.json``, ``num_visual_tokens`` is
@@ -93,7 +95,8 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
                 names both files and both values.
         """
         processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
-        processor.num_visual_tokens = check_num_visual_tokens(cls, pretrained_model_name_or_path, processor, kwargs)
+        processor.num_visual_tokens = check_num_visual_tokens(cls, pretrained_model_name_or_path, processor,
+                                                              kwargs)
         return processor
 
     def _single_token_id(self, token: str) -> int:
@@ -216,7 +219,8 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
             labels_batch.append(labels)
             weights_batch.append(weights)
         data = tokenization.pad_batch(ids_batch, labels_batch if return_labels else None, padding_side,
-                                      self.tokenizer.pad_token_id, weights_batch if return_labels and weighted else None)
+                                      self.tokenizer.pad_token_id,
+                                      weights_batch if return_labels and weighted else None)
         return tokenization.batch_feature(data, pixel_values)
 
     def _call_text(self, text: str | list[str], images: Any, videos: Any, *, padding_side: str,
@@ -246,17 +250,18 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
         video_kwargs = {**(video_kwargs or {}), **({} if num_frames is None else {"num_frames": num_frames}),
                         **({} if fps is None else {"fps": fps})}
         kinds = [self._placeholder_re.findall(t) for t in texts]  # per prompt, its placeholders in order
-        items = media_lib.match_media(
-            kinds, media_lib.flatten_media(images, media_lib.is_image_item, "images"),
-            media_lib.flatten_media(videos, media_lib.is_video_item, "videos"), self.image_token, self.video_token)
+        images = media_lib.flatten_media(images, media_lib.is_image_item, "images")
+        videos = media_lib.flatten_media(videos, media_lib.is_video_item, "videos")
+        items = media_lib.match_media(kinds, images, videos, self.image_token, self.video_token)
         ids_batch, pixel_values = [], []
         for b, (prompt, prompt_kinds, prompt_items) in enumerate(zip(texts, kinds, items)):
             for kind, item in zip(prompt_kinds, prompt_items):
                 pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"text {b}"))
-            ids = tokenization.encode(self.tokenizer, prompt, len(prompt_kinds), self.visual_token_ids, f"text {b}",
-                                      add_special_tokens=add_special_tokens)["input_ids"]
+            ids = tokenization.encode(self.tokenizer, prompt, len(prompt_kinds), self.visual_token_ids,
+                                      f"text {b}", add_special_tokens=add_special_tokens)["input_ids"]
+            no_labels, no_weights = [IGNORE_INDEX] * len(ids), [0.0] * len(ids)
             ids_batch.append(tokenization.expand_placeholders(
-                ids, [IGNORE_INDEX] * len(ids), [0.0] * len(ids), self.visual_token_ids, self.num_visual_tokens)[0])
+                ids, no_labels, no_weights, self.visual_token_ids, self.num_visual_tokens)[0])
         data = tokenization.pad_batch(ids_batch, None, padding_side, self.tokenizer.pad_token_id)
         return tokenization.batch_feature(data, pixel_values)
 
@@ -377,8 +382,9 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
                                 text_only: bool = False) -> tuple[list[dict], list]:
         """Typed parts -> strings with placeholders; check counts; prepend missing placeholders
         (:func:`~videoccam.processing.messages.normalise_conversation`). Media are not loaded."""
-        return normalise_conversation(conv, items, b, image_token=self.image_token, video_token=self.video_token,
-                                      placeholder_for=self.placeholder_for, text_only=text_only)
+        return normalise_conversation(conv, items, b, image_token=self.image_token,
+                                      video_token=self.video_token, placeholder_for=self.placeholder_for,
+                                      text_only=text_only)
 
     def _render(self, messages: list[dict], add_generation_prompt: bool, chat_template: str | None = None,
                 **template_kwargs: Any) -> str:

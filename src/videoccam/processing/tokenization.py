@@ -27,7 +27,8 @@ def encode(tokenizer: Any, text: str, num_media: int, visual_ids: Collection[int
            add_special_tokens: bool = False, return_offsets_mapping: bool = False) -> Any:
     """Tokenize a rendered prompt; ``ValueError`` naming ``where`` unless it holds ``num_media``
     placeholder tokens (``visual_ids``)."""
-    enc = tokenizer(text, add_special_tokens=add_special_tokens, return_offsets_mapping=return_offsets_mapping)
+    enc = tokenizer(text, add_special_tokens=add_special_tokens,
+                    return_offsets_mapping=return_offsets_mapping)
     found = sum(1 for t in enc["input_ids"] if t in visual_ids)
     if found != num_media:
         raise ValueError(
@@ -53,7 +54,8 @@ def expand_placeholders(ids: list[int], labels: list[int], weights: list[float],
     return out_ids, out_labels, out_weights
 
 
-def assistant_spans(render: Render, messages: list[dict], text: str, b: int) -> list[tuple[int, int, int, float]]:
+def assistant_spans(render: Render, messages: list[dict], text: str,
+                    b: int) -> list[tuple[int, int, int, float]]:
     """Assistant turns in the rendered ``text``: ``(start, end of the answer text, end of the turn with
     its end-of-turn marker, loss weight)`` character offsets, found by rendering the prefixes."""
     spans = []
@@ -63,7 +65,8 @@ def assistant_spans(render: Render, messages: list[dict], text: str, b: int) -> 
         start = len(render(messages[:k], True)) if k else 0
         end_text = render(messages[: k + 1], False)
         if not text.startswith(end_text):
-            raise ValueError(f"conversation {b}: the chat template is not prefix-stable; cannot locate turn {k}")
+            raise ValueError(f"conversation {b}: the chat template is not prefix-stable; cannot locate "
+                             f"turn {k}")
         found = text.find(msg["content"], start, len(end_text)) if msg["content"] else -1
         content_end = found + len(msg["content"]) if found >= 0 else len(end_text)
         spans.append((start, content_end, len(end_text), float(msg.get("weight", 1.0))))
@@ -72,14 +75,15 @@ def assistant_spans(render: Render, messages: list[dict], text: str, b: int) -> 
     return spans
 
 
-def tokenize_conversation(tokenizer: Any, render: Render, messages: list[dict], *, add_generation_prompt: bool,
-                          return_labels: bool, num_media: int, visual_ids: Collection[int],
+def tokenize_conversation(tokenizer: Any, render: Render, messages: list[dict], *,
+                          add_generation_prompt: bool, return_labels: bool, num_media: int, visual_ids: Collection[int],
                           num_visual_tokens: int, b: int) -> tuple[list[int], list[int], list[float]]:
     """Token ids, labels and per-token loss weights (0 where the label is -100) of one conversation,
     placeholders expanded. The text of an assistant message gets its weight, its end-of-turn marker
     ``min(weight, 1)``."""
     text = render(messages, add_generation_prompt)
-    enc = encode(tokenizer, text, num_media, visual_ids, f"conversation {b}", return_offsets_mapping=return_labels)
+    enc = encode(tokenizer, text, num_media, visual_ids, f"conversation {b}",
+                 return_offsets_mapping=return_labels)
     ids = enc["input_ids"]
     labels, weights = [IGNORE_INDEX] * len(ids), [0.0] * len(ids)
     if return_labels:
@@ -109,7 +113,8 @@ def count_tokens(tokenizer: Any, chat_template: str | None, conversations: Seque
         for k, ids in enumerate(encoded):
             placeholders = sum(1 for t in ids if t in visual_ids)
             expected = placeholders if num_media is None else num_media[s + k]
-            out.append(len(ids) + placeholders * (num_visual_tokens - 1) if placeholders == expected else None)
+            length = len(ids) + placeholders * (num_visual_tokens - 1)  # each placeholder -> Q tokens
+            out.append(length if placeholders == expected else None)
     return out
 
 
@@ -130,9 +135,11 @@ def pad_batch(ids_batch: list[list[int]], labels_batch: list[list[int]] | None, 
         "attention_mask": torch.tensor([pad([1] * len(x), 0) for x in ids_batch], dtype=torch.long),  # [B, S]
     }
     if labels_batch is not None:
-        data["labels"] = torch.tensor([pad(x, IGNORE_INDEX) for x in labels_batch], dtype=torch.long)  # [B, S]
+        data["labels"] = torch.tensor([pad(x, IGNORE_INDEX) for x in labels_batch],
+                                      dtype=torch.long)  # [B, S]
     if weights_batch is not None:
-        data["loss_weights"] = torch.tensor([pad(x, 0.0) for x in weights_batch], dtype=torch.float32)  # [B, S]
+        data["loss_weights"] = torch.tensor([pad(x, 0.0) for x in weights_batch],
+                                            dtype=torch.float32)  # [B, S]
     return data
 
 
