@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import random_frames
 from PIL import Image
 from transformers import AutoProcessor
 
+from conftest import random_frames
 from videoccam import ConfigError, VideoCCAMProcessor
 from videoccam.processing.chat_templates import CHAT_FORMATS, get_chat_format
 from videoccam.testing import make_tiny_model
@@ -184,7 +184,7 @@ def test_count_tokens_is_the_length_of_the_processed_inputs(proc):
     for add_generation_prompt in (False, True):
         counts = proc.count_tokens(convs, [1, 2, 0, 1], add_generation_prompt=add_generation_prompt, batch_size=3)
         lengths = [int(proc(conv, items, add_generation_prompt=add_generation_prompt)["attention_mask"].sum())
-                   for conv, items in zip(convs, media)]
+                   for conv, items in zip(convs, media, strict=True)]
         assert counts == lengths
     assert proc.count_tokens(convs) == proc.count_tokens(convs, [1, 2, 0, 1])  # no check: as written
     text = proc.tokenizer.apply_chat_template(convs[0], chat_template=proc.chat_template, tokenize=False,

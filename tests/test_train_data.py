@@ -17,8 +17,8 @@ from torch.utils.data import DataLoader
 from videoccam.cli import main
 from videoccam.errors import ConfigError
 from videoccam.processing.video import load_video
-from videoccam.testing.media import read_test_pattern, write_test_video
 from videoccam.testing import make_tiny_model, make_tiny_processor, make_tiny_tokenizer, tiny_config
+from videoccam.testing.media import read_test_pattern, write_test_video
 from videoccam.train.data import (
     DataRecordError,
     LlavaDataset,

@@ -92,8 +92,8 @@ class ChatTemplateMixin:
         for b, conv in enumerate(conversations):
             messages, items = self._normalise_conversation(conv, [], b)
             kinds = find_placeholders(messages, self._placeholder_re)
-            images += [item for kind, item in zip(kinds, items) if kind == self.image_token]
-            videos += [item for kind, item in zip(kinds, items) if kind == self.video_token]
+            images += [item for kind, item in zip(kinds, items, strict=True) if kind == self.image_token]
+            videos += [item for kind, item in zip(kinds, items, strict=True) if kind == self.video_token]
             prompts.append(self._render(messages, add_generation_prompt, chat_template, **template_kwargs))
         if not tokenize:
             return prompts[0] if single else prompts

@@ -205,11 +205,11 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
         conversations, media = as_batch(conversations, media)
         ids_batch, labels_batch, weights_batch, pixel_values = [], [], [], []
         weighted = False  # does a message of the batch carry a loss weight?
-        for b, (conv, items) in enumerate(zip(conversations, media)):
+        for b, (conv, items) in enumerate(zip(conversations, media, strict=True)):
             messages, items = self._normalise_conversation(conv, items, b, text_only)
             weighted = weighted or any("weight" in msg for msg in messages)
             kinds = find_placeholders(messages, self._placeholder_re)
-            for kind, item in zip(kinds, items):
+            for kind, item in zip(kinds, items, strict=False):  # text_only: kinds, no items
                 pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"conversation {b}"))
             ids, labels, weights = tokenization.tokenize_conversation(
                 self.tokenizer, self._render, messages, add_generation_prompt=add_generation_prompt,
@@ -254,8 +254,8 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
         videos = media_lib.flatten_media(videos, media_lib.is_video_item, "videos")
         items = media_lib.match_media(kinds, images, videos, self.image_token, self.video_token)
         ids_batch, pixel_values = [], []
-        for b, (prompt, prompt_kinds, prompt_items) in enumerate(zip(texts, kinds, items)):
-            for kind, item in zip(prompt_kinds, prompt_items):
+        for b, (prompt, prompt_kinds, prompt_items) in enumerate(zip(texts, kinds, items, strict=True)):
+            for kind, item in zip(prompt_kinds, prompt_items, strict=True):
                 pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"text {b}"))
             ids = tokenization.encode(self.tokenizer, prompt, len(prompt_kinds), self.visual_token_ids,
                                       f"text {b}", add_special_tokens=add_special_tokens)["input_ids"]
@@ -345,10 +345,11 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
             tokens = [self.placeholder_for(item) for item in items]
         else:
             if len(kinds) != len(items) or any(k not in ("image", "video") for k in kinds):
-                raise ValueError(f"kinds must give 'image' or 'video' for each of the {len(items)} items, got {kinds!r}")
+                raise ValueError(f"kinds must give 'image' or 'video' for each of the {len(items)} items, "
+                                 f"got {kinds!r}")
             tokens = [self.image_token if k == "image" else self.video_token for k in kinds]
         pixels = [self._media_pixels(tok, item, video_kwargs, f"media item {i}")
-                  for i, (tok, item) in enumerate(zip(tokens, items))]
+                  for i, (tok, item) in enumerate(zip(tokens, items, strict=True))]
         return BatchFeature(data={
             "pixel_values": torch.cat(pixels),  # [N, 3, H, W]
             "frame_counts": torch.tensor([p.shape[0] for p in pixels], dtype=torch.long),  # [M]

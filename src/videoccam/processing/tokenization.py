@@ -42,7 +42,7 @@ def expand_placeholders(ids: list[int], labels: list[int], weights: list[float],
                         num_visual_tokens: int) -> tuple[list[int], list[int], list[float]]:
     """Each placeholder token -> Q copies (label -100, weight 0); other tokens keep label and weight."""
     out_ids, out_labels, out_weights = [], [], []
-    for t, lab, w in zip(ids, labels, weights):
+    for t, lab, w in zip(ids, labels, weights, strict=True):
         if t in visual_ids:
             out_ids += [t] * num_visual_tokens
             out_labels += [IGNORE_INDEX] * num_visual_tokens
