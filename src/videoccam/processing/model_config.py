@@ -26,7 +26,8 @@ HUB_KWARGS = ("cache_dir", "force_download", "proxies", "token", "local_files_on
 
 def model_num_query(source: str | os.PathLike, **hub_kwargs: Any) -> int | None:
     """``projector_config.num_query`` of the Video-CCAM ``config.json`` at ``source``; None when there
-    is no ``config.json`` there or it is not a Video-CCAM model's."""
+    is no ``config.json`` there or it is not a Video-CCAM model's. ``ConfigError`` unless it is an
+    integer >= 1."""
     if os.path.isfile(source):  # a processor_config.json given as a file: no model beside it
         return None
     resolved = cached_file(source, CONFIG_NAME, _raise_exceptions_for_missing_entries=False,
@@ -40,7 +41,11 @@ def model_num_query(source: str | os.PathLike, **hub_kwargs: Any) -> int | None:
     from videoccam.configuration import CCAMProjectorConfig
 
     projector = config.get("projector_config") or {}
-    return int(projector.get("num_query", CCAMProjectorConfig().num_query))
+    num_query = projector.get("num_query", CCAMProjectorConfig().num_query)
+    if isinstance(num_query, bool) or not isinstance(num_query, int) or num_query < 1:
+        raise ConfigError(f"{source}: {CONFIG_NAME}'s projector_config.num_query must be an integer >= 1, "
+                          f"got {num_query!r}")
+    return num_query
 
 
 def check_num_visual_tokens(cls: Any, source: str | os.PathLike, processor: Any,
