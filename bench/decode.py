@@ -4,7 +4,7 @@
     PYTHONPATH=src python bench/decode.py --cache /tmp/videoccam-bench --calibrate
 
 Generates (once, into --cache; a temporary folder when not given) synthetic videos made with
-``videoccam.processing.video_synth`` (4x4 coloured blocks, ``preset=ultrafast``):
+``videoccam.testing.media`` (4x4 coloured blocks, ``preset=ultrafast``):
 
 * ``h264_720p_10min.mp4``: 1280x720, 30 fps, 10 min (18,000 frames), a keyframe every 250 frames;
 * ``h264_1080p_2min.mp4``: 1920x1080, 30 fps, 2 min, x264's default keyframe placement;
@@ -63,7 +63,7 @@ METHODS = ("ours", "ours@384", "decord", "naive")
 
 
 def generate(cache: Path, minutes_720p: float | None) -> dict[str, Path]:
-    from videoccam.processing.video_synth import write_test_video
+    from videoccam.testing.media import write_test_video
 
     paths = {}
     for name, spec in VIDEOS.items():

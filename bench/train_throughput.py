@@ -26,8 +26,8 @@ from pathlib import Path
 
 
 def make_data(root: Path, n: int) -> None:
-    from videoccam.processing.video_synth import write_test_video
     from videoccam.testing import make_tiny_tokenizer
+    from videoccam.testing.media import write_test_video
 
     make_tiny_tokenizer().save_pretrained(root / "tok")
     records = []

@@ -1,6 +1,7 @@
 """The `videoccam` command through its real entry points: a subprocess, as a user runs it, and main()."""
 
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -14,7 +15,9 @@ from PIL import Image
 from transformers import AutoProcessor
 
 import videoccam.assets
+import videoccam_cli
 from videoccam.cli import main
+from videoccam.constants import DEFAULT_NUM_FRAMES, TEMPORAL_ROPE_MODES
 from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.session import ChatSession
 from videoccam.testing import make_tiny_checkpoint
@@ -406,6 +409,52 @@ def test_bad_video_flags_are_usage_errors(flags, message, capsys):
         main(["chat", "--video", str(EXAMPLE), *flags, "hi"])
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and f"videoccam chat: error: {message}" in err and "Traceback" not in err
+
+
+def test_num_frames_defaults_to_the_models_processor_setting(tc_checkpoint, tmp_path, load_video_calls):
+    """Without --num-frames the chat samples the processor's num_frames (processor_config.json)."""
+    model = shutil.copytree(tc_checkpoint, tmp_path / "five")
+    config = json.loads((model / "processor_config.json").read_text())
+    (model / "processor_config.json").write_text(json.dumps({**config, "num_frames": 5}))
+    assert videoccam_cli.build_parser(["chat"]).parse_args(["chat", "hi"]).num_frames is None
+    assert main(["chat", "--model", str(model), "--video", str(EXAMPLE), "--max-new-tokens", "1", "--no-stream",
+                 "hi"]) == 0
+    [(kwargs, video)] = load_video_calls
+    assert kwargs["num_frames"] == 5 and len(video.indices) == 5
+
+
+@pytest.mark.parametrize("argv", [["chat", "--video", str(EXAMPLE)], ["make-tiny-checkpoint", "OUT"]])
+def test_an_unknown_temporal_rope_is_the_librarys_one_line_error(argv, tmp_path, capsys):
+    """The parser does not list the modes; the library's ConfigError, which does, is the message (exit 2),
+    before anything is loaded or written."""
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main([*argv, "--temporal-rope", "spiral", "hi" if argv[0] == "chat" else "--seed=0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"videoccam {argv[0]}: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert "'spiral'" in err and all(repr(mode) in err for mode in TEMPORAL_ROPE_MODES)
+    assert not (tmp_path / "out").exists()
+    assert main([*argv[:1], *argv[1:], "--rope-gamma", "-1", "hi" if argv[0] == "chat" else "--seed=0"]) == 2
+    assert "rope_gamma must be finite and >= 0, got -1.0" in capsys.readouterr().err
+
+
+def test_data_check_num_frames_defaults_to_the_library_or_the_model(tc_checkpoint, tmp_path, monkeypatch, capsys):
+    import videoccam.train.data as data
+
+    seen = []
+
+    def fake_check(path, processor, **kwargs):
+        seen.append(kwargs["num_frames"])
+        return data.DataCheckReport(Path(path), num_records=0, problems=[])
+
+    monkeypatch.setattr(data, "run_data_check", fake_check)
+    records = tmp_path / "train.json"
+    records.write_text("[]")
+    model = shutil.copytree(tc_checkpoint, tmp_path / "seven")
+    config = json.loads((model / "processor_config.json").read_text())
+    (model / "processor_config.json").write_text(json.dumps({**config, "num_frames": 7}))
+    for extra in ([], ["--model", str(model)], ["--model", str(model), "--num-frames", "3"]):
+        assert main(["data", "check", str(records), *extra]) == 0
+    assert seen == [DEFAULT_NUM_FRAMES, 7, 3]
 
 
 def test_a_start_past_the_end_names_it(tc_checkpoint, capsys):

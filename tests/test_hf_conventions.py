@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import random_frames
 from PIL import Image
 from transformers import AutoProcessor, GenerationConfig, pipeline
 
+from conftest import random_frames
 from videoccam.assets import default_model_path
-from videoccam.processing.video_synth import write_test_video
 from videoccam.testing import make_tiny_checkpoint, make_tiny_model
+from videoccam.testing.media import write_test_video
 
 PROMPT_VIDEO_IMAGE = "<|im_start|>user\n<video>\nthen <image> ?<|im_end|>\n<|im_start|>assistant\n"
 KEYS = {"input_ids", "attention_mask", "pixel_values", "frame_counts"}

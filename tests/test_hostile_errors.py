@@ -111,8 +111,8 @@ def _edit_config(checkpoint: Path, **projector: object) -> Path:
     return checkpoint / "config.json"
 
 
-@fixme("num_query edited in config.json")
 def test_a_num_query_that_disagrees_with_the_weights_is_named(checkpoint, capsys):
+    """Fixed by the processor taking Q from config.json: the processor_config.json beside it disagrees."""
     _edit_config(checkpoint, num_query=4)
     assert _chat(checkpoint) == 2
     _one_line_error(capsys, "num_query", "config.json")

@@ -1,9 +1,14 @@
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
-from conftest import random_frames
 from PIL import Image
+from transformers import AutoProcessor
 
+from conftest import random_frames
+from videoccam import ConfigError, VideoCCAMProcessor
 from videoccam.processing.chat_templates import CHAT_FORMATS, get_chat_format
 from videoccam.testing import make_tiny_model
 
@@ -140,3 +145,113 @@ def test_bad_conversation_shapes(proc):
         proc([{"text": "hi"}])
     with pytest.raises(ValueError, match="2 conversations but media for 1"):
         proc([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]], [[]])
+
+
+@pytest.mark.parametrize("shape", [(3, 64, 3), (1, 40, 3)])
+def test_thin_frames_are_read_channels_last(proc, shape):
+    """A frame 1 or 3 px high is [H, W, 3], not channels-first: every path that hands frames to the
+    image processor says so (the image processor alone would guess wrong and garble the pixels)."""
+    frame = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    expected = proc.image_processor(images=[frame], return_tensors="pt",
+                                    input_data_format="channels_last")["pixel_values"]  # [1, 3, 32, 32]
+    as_image = proc([{"role": "user", "content": "<image> ?"}], [frame])["pixel_values"]
+    as_pil = proc.preprocess_media([Image.fromarray(frame)], kinds=["image"])["pixel_values"]
+    as_video = proc(text="<video> ?", videos=[[frame, frame]])["pixel_values"]  # [2, 3, 32, 32]
+    for pixels in (as_image, as_pil, as_video[:1], as_video[1:]):
+        torch.testing.assert_close(pixels, expected, rtol=0, atol=0)
+
+
+def test_channels_first_arrays_are_refused(proc):
+    """Frames are channels-last: a [3, H, W] array is refused, not read as a 3-pixel-high frame."""
+    with pytest.raises(ValueError, match=r"channels-last RGB, \[H, W, 3\], got shape \(3, 40, 48\)"):
+        proc([{"role": "user", "content": "<image> ?"}], [np.zeros((3, 40, 48), np.uint8)])
+    with pytest.raises(ValueError, match="channels-last"):
+        proc.preprocess_media([[np.zeros((3, 40, 48), np.uint8)] * 2], kinds=["video"])
+
+
+# --- token counts and the placeholder rule, shared with the training data ------------------------------
+def test_count_tokens_is_the_length_of_the_processed_inputs(proc):
+    frames, img = random_frames(3, 0), random_frames(1, 1)[0]
+    convs = [
+        [{"role": "user", "content": "<video>\nwhat happens ?"}, {"role": "assistant", "content": "a red square ."}],
+        [{"role": "system", "content": "be brief ."}, {"role": "user", "content": "<image> then <video> ?"},
+         {"role": "assistant", "content": "no .", "weight": 2.0}],
+        [{"role": "user", "content": "no media here ?"}, {"role": "assistant", "content": "yes ."}],
+        [{"role": "user", "content": [{"type": "video", "video": frames}, {"type": "text", "text": " and ?"}]},
+         {"role": "assistant", "content": "B"}],
+    ]
+    media = [[frames], [img, frames], [], []]
+    for add_generation_prompt in (False, True):
+        counts = proc.count_tokens(convs, [1, 2, 0, 1], add_generation_prompt=add_generation_prompt, batch_size=3)
+        lengths = [int(proc(conv, items, add_generation_prompt=add_generation_prompt)["attention_mask"].sum())
+                   for conv, items in zip(convs, media, strict=True)]
+        assert counts == lengths
+    assert proc.count_tokens(convs) == proc.count_tokens(convs, [1, 2, 0, 1])  # no check: as written
+    text = proc.tokenizer.apply_chat_template(convs[0], chat_template=proc.chat_template, tokenize=False,
+                                              add_generation_prompt=True)
+    assert lengths[0] == len(proc.tokenizer(text)["input_ids"]) + Q - 1  # text tokens + Q per placeholder
+
+
+def test_count_tokens_flags_placeholder_mismatches(proc):
+    convs = [[{"role": "user", "content": "<video> <video> ?"}], [{"role": "user", "content": "what ?"}],
+             [{"role": "user", "content": "<image> ?"}]]
+    counts = proc.count_tokens(convs, [1, 1, 1])
+    assert counts[:2] == [None, None] and isinstance(counts[2], int)
+    with pytest.raises(ValueError, match="3 conversations but num_media for 2"):
+        proc.count_tokens(convs, [1, 1])
+    with pytest.raises(ValueError, match="batch of conversations"):
+        proc.count_tokens(convs[0])
+
+
+def test_prepend_placeholders_is_the_rule_of_the_call(proc):
+    messages = [{"role": "system", "content": "be brief ."}, {"role": "user", "content": "what happens ?"}]
+    out = proc.prepend_placeholders(messages, ["video", "image"])
+    assert out[1]["content"] == "<video>\n<image>\nwhat happens ?" and out[0] is messages[0]
+    assert messages[1]["content"] == "what happens ?"  # the input is not modified
+    frames, img = random_frames(2, 0), random_frames(1, 1)[0]
+    a = proc(messages, [frames, img])
+    b = proc(out, [frames, img])
+    assert torch.equal(a["input_ids"], b["input_ids"])
+    written = [{"role": "user", "content": "<image> first"}]
+    assert proc.prepend_placeholders(written, ["video"]) == written  # a placeholder is written: as it is
+    assert proc.prepend_placeholders(messages, []) == messages
+    with pytest.raises(ValueError, match="no user message"):
+        proc.prepend_placeholders([{"role": "system", "content": "x"}], ["image"])
+    with pytest.raises(ValueError, match="'image' or 'video'"):
+        proc.prepend_placeholders(messages, ["audio"])
+
+
+# --- Q is the model's -----------------------------------------------------------------------------------
+def _processor_folder(tiny_checkpoint, tmp_path, **processor_config):
+    """The tiny checkpoint's processor files and config.json (no weights), processor_config.json edited."""
+    folder = tmp_path / "model"
+    folder.mkdir()
+    for f in tiny_checkpoint.iterdir():
+        if f.is_file() and f.suffix != ".safetensors":
+            shutil.copy(f, folder / f.name)
+    saved = json.loads((folder / "processor_config.json").read_text())
+    for key, value in processor_config.items():
+        if value is None:
+            saved.pop(key, None)
+        else:
+            saved[key] = value
+    (folder / "processor_config.json").write_text(json.dumps(saved))
+    return folder
+
+
+def test_num_visual_tokens_comes_from_the_model_config(tiny_checkpoint, tmp_path):
+    num_query = json.loads((tiny_checkpoint / "config.json").read_text())["projector_config"]["num_query"]
+    assert AutoProcessor.from_pretrained(tiny_checkpoint).num_visual_tokens == num_query == Q
+    folder = _processor_folder(tiny_checkpoint, tmp_path, num_visual_tokens=None)  # not said: config.json's
+    for load in (AutoProcessor.from_pretrained, VideoCCAMProcessor.from_pretrained):
+        assert load(folder).num_visual_tokens == Q
+
+
+def test_num_visual_tokens_mismatch_names_both_files(tiny_checkpoint, tmp_path):
+    folder = _processor_folder(tiny_checkpoint, tmp_path, num_visual_tokens=5)
+    for load in (AutoProcessor.from_pretrained, VideoCCAMProcessor.from_pretrained):
+        with pytest.raises(ConfigError) as err:
+            load(folder)
+        message = str(err.value)
+        assert "processor_config.json says num_visual_tokens=5" in message
+        assert f"config.json says projector_config.num_query={Q}" in message

@@ -11,11 +11,11 @@ import io
 
 import pytest
 import torch
-from conftest import random_frames
 
-from videoccam.processing.video_synth import write_test_video
+from conftest import random_frames
 from videoccam.session import AnswerStreamer, ChatSession
 from videoccam.testing import make_tiny_model
+from videoccam.testing.media import write_test_video
 
 VIDEO_KW = {"num_frames": 6}
 GREEDY = {"max_new_tokens": 8, "min_new_tokens": 8, "do_sample": False}

@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 
 from videoccam.configs import resolve_config, shipped_configs
 from videoccam.errors import ConfigError
-from videoccam.processing.video_synth import write_test_video
 from videoccam.synth.schedule import TurnWeightSchedule
 from videoccam.testing import make_tiny_tokenizer
+from videoccam.testing.media import write_test_video
 from videoccam.train import load_config, load_trained, train
 from videoccam.train.build import apply_stage, build_model
 from videoccam.train.config import TrainConfig

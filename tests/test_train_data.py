@@ -28,8 +28,8 @@ from videoccam.data import (
 )
 from videoccam.errors import ConfigError
 from videoccam.processing.video import load_video
-from videoccam.processing.video_synth import read_test_pattern, write_test_video
 from videoccam.testing import make_tiny_model, make_tiny_processor, make_tiny_tokenizer, tiny_config
+from videoccam.testing.media import read_test_pattern, write_test_video
 
 Q = 8  # visual tokens per media item of the tiny processor
 

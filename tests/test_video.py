@@ -22,7 +22,7 @@ from videoccam.errors import (
     UnsupportedMediaError,
 )
 from videoccam.processing.video import Video, load_video, sample_indices
-from videoccam.processing.video_synth import (
+from videoccam.testing.media import (
     make_test_frame,
     read_test_pattern,
     write_frame_folder,

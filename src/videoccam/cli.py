@@ -27,13 +27,33 @@ DECODE_DELAY_S = 1.0
 
 def configure(args: argparse.Namespace) -> None:
     """Before any command: transformers' own bars and logs follow the CLI's (off when stderr is not
-    a terminal or with --quiet, so a pipe or a log file gets no bar)."""
+    a terminal or with --quiet, so a pipe or a log file gets no bar), and the TC-LLaVA flags are
+    checked (:func:`check_temporal_options`) before anything loads."""
     from transformers.utils import logging as hf_logging
 
     if not show_progress(args):
         hf_logging.disable_progress_bar()
     if args.quiet:
         hf_logging.set_verbosity_error()
+    check_temporal_options(args)
+
+
+def check_temporal_options(args: argparse.Namespace) -> None:
+    """``--temporal-rope`` / ``--rope-gamma`` where given, checked by the library.
+
+    The stdlib-only parser does not list the modes (they are
+    :data:`videoccam.constants.TEMPORAL_ROPE_MODES`); an unknown mode or a bad gamma raises the
+    library's :class:`~videoccam.errors.ConfigError`, which lists them and which the CLI prints as
+    one line (exit 2).
+    """
+    mode, gamma = getattr(args, "temporal_rope", None), getattr(args, "rope_gamma", None)
+    if mode is None and gamma is None:
+        return
+    from videoccam.configuration import VideoCCAMConfig
+    from videoccam.positions import decode_step
+
+    decode_step(VideoCCAMConfig.temporal_rope if mode is None else mode,
+                VideoCCAMConfig.rope_gamma if gamma is None else gamma)
 
 
 def show_progress(args: argparse.Namespace) -> bool:
@@ -122,10 +142,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def video_kwargs(args: argparse.Namespace, processor: VideoCCAMProcessor) -> dict:
     """The chat's video flags as :func:`~videoccam.processing.video.load_video` keyword arguments.
 
-    ``--size`` defaults to the model's input size (its image processor's ``size``), so frames are
-    resized while decoding and a 720p video is never held at full size; ``--size source`` keeps it.
+    ``--num-frames`` defaults to the model's processor setting (its ``num_frames``). ``--size``
+    defaults to the model's input size (its image processor's ``size``), so frames are resized while
+    decoding and a 720p video is never held at full size; ``--size source`` keeps it.
     """
-    kwargs = {"num_frames": args.num_frames, "sample": args.sample, "start": args.start, "end": args.end}
+    num_frames = processor.num_frames if args.num_frames is None else args.num_frames
+    kwargs = {"num_frames": num_frames, "sample": args.sample, "start": args.start, "end": args.end}
     if args.sample == "fps":
         kwargs.update(fps=args.fps, max_frames=args.max_frames)
     kwargs["size"] = None if args.size == "source" else args.size if args.size is not None else model_input_size(
@@ -303,8 +325,14 @@ def cmd_data_check(args: argparse.Namespace) -> int:
         print("videoccam data check: error: --max-length needs --model (its tokenizer counts the tokens)",
               file=sys.stderr)
         return 2
+    if args.num_frames is not None:
+        num_frames = args.num_frames
+    else:  # the model's processor setting, else the library's default
+        from videoccam.constants import DEFAULT_NUM_FRAMES
+
+        num_frames = processor.num_frames if processor is not None else DEFAULT_NUM_FRAMES
     report = run_data_check(args.file, processor, media_root=args.media_root, max_length=args.max_length,
-                            num_frames=args.num_frames, decode=not args.no_decode,
+                            num_frames=num_frames, decode=not args.no_decode,
                             progress=progress_bar(args, "data check", "record"))
     for p in report.problems:
         print(f"{args.file}:{p.line}: {p.kind}: {p.message}" + ("" if p.id is None else f" (id {p.id})"))

@@ -62,11 +62,9 @@ class ChatSession:
         if kinds is None:
             kinds = ["image" if processor.placeholder_for(item) == processor.image_token else "video"
                      for item in media]
-        kinds = list(kinds)
-        tokens = {"image": processor.image_token, "video": processor.video_token}
-        self._media_prefix = "".join(f"{tokens.get(kind, '')}\n" for kind in kinds)
+        self._kinds = list(kinds)
         if media:
-            features = processor.preprocess_media(media, kinds, video_kwargs)  # checks kinds
+            features = processor.preprocess_media(media, self._kinds, video_kwargs)  # checks kinds
             device = model.device
             with torch.no_grad():
                 self.visual_embeds = model.get_visual_embeds(
@@ -74,8 +72,8 @@ class ChatSession:
                 )  # embeds [M, Q, D], frame_ids [M, Q]
             logger.info("encoded %d media items (%d frames) once for the session", len(media),
                         int(features["frame_counts"].sum()))
-        elif kinds:
-            raise ValueError(f"{len(kinds)} kinds given for 0 media items")
+        elif self._kinds:
+            raise ValueError(f"{len(self._kinds)} kinds given for 0 media items")
 
     def ask(self, question: str, streamer: BaseStreamer | None = None, **generate_kwargs: Any) -> str:
         """Answer ``question`` in the context of the media and the history; record both in the history.
@@ -90,8 +88,9 @@ class ChatSession:
         Returns:
             The answer, decoded exactly as ``model.chat`` decodes it.
         """
-        content = question if self.history else self._media_prefix + question
-        messages = [*self.history, {"role": "user", "content": content}]
+        messages = [*self.history, {"role": "user", "content": question}]
+        if not self.history:  # the media's placeholders open the first question, by the processor's rule
+            messages = self.processor.prepend_placeholders(messages, self._kinds)
         answer = self.model.chat(messages, None, self.processor, visual_embeds=self.visual_embeds,
                                  streamer=streamer, **generate_kwargs)[0]
         self.history = [*messages, {"role": "assistant", "content": answer}]

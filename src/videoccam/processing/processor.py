@@ -1,44 +1,62 @@
 """VideoCCAMProcessor: conversations + media -> model inputs (ids, mask, labels, pixel values).
 
 The processor owns token expansion: every ``<image>`` / ``<video>`` placeholder becomes exactly
-``num_visual_tokens`` copies of its special token (Q = ``projector_config.num_query``), so the
-sequence length, labels, padding and KV cache are known before the model runs.
+``num_visual_tokens`` copies of its special token (Q = ``projector_config.num_query``, read from the
+model's ``config.json`` when the processor is loaded from a model folder), so the sequence length,
+labels, padding and KV cache are known before the model runs. It also owns the two rules the
+training data shares with it: exact token counts without media (:meth:`VideoCCAMProcessor.count_tokens`)
+and one placeholder per media item when none is written (:meth:`VideoCCAMProcessor.prepend_placeholders`).
+
+The work is done in the modules next to this one:
+
+- :mod:`~videoccam.processing.messages`: conversations and typed parts -> messages with placeholders;
+- :mod:`~videoccam.processing.media`: media items -> frames -> pixel values;
+- :mod:`~videoccam.processing.tokenization`: rendered prompts -> ids, labels, padding, token counts;
+- :mod:`~videoccam.processing.chat_call`: ``apply_chat_template``, transformers' messages entry point;
+- :mod:`~videoccam.processing.model_config`: Q checked against the model's ``config.json``.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
-from collections.abc import Callable, Sequence
-from pathlib import Path
+import os
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from transformers import BatchFeature, ProcessorMixin
 
+from videoccam.constants import DEFAULT_NUM_FRAMES, IMAGE_TOKEN, VIDEO_TOKEN
+from videoccam.processing import media as media_lib
+from videoccam.processing import tokenization
+from videoccam.processing.chat_call import ChatTemplateMixin
 from videoccam.processing.chat_templates import KNOWN_STOP_WORDS, get_chat_format
-from videoccam.processing.video import Video, load_video
-from videoccam.processing.video_images import IMAGE_SUFFIXES
+from videoccam.processing.media import STILL_IMAGE_SUFFIXES, Frames, MediaKind
+from videoccam.processing.messages import (
+    as_batch,
+    check_turn_weight,
+    find_placeholders,
+    normalise_conversation,
+    placeholder_pattern,
+    prepend_placeholders,
+)
+from videoccam.processing.model_config import check_num_visual_tokens
+from videoccam.processing.tokenization import IGNORE_INDEX
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
-STILL_IMAGE_SUFFIXES = IMAGE_SUFFIXES - {".gif"}  # a GIF may be animated: it gets a <video> placeholder
-
-Frames = list  # a list of PIL images or uint8 [H, W, 3] arrays
+__all__ = ["IGNORE_INDEX", "STILL_IMAGE_SUFFIXES", "Frames", "VideoCCAMProcessor", "check_turn_weight"]
 
 
-class VideoCCAMProcessor(ProcessorMixin):
+class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
     """Tokenizer + SigLIP image processor + chat template for Video-CCAM models.
 
     Args:
         image_processor: a SigLIP image processor (its config owns size and normalisation).
         tokenizer: a tokenizer in which ``image_token`` and ``video_token`` are single special tokens.
         chat_template: a Jinja template; default: the tokenizer's own, else ``chat_format``.
-        num_visual_tokens: Q, tokens per media item (must equal the model's ``projector_config.num_query``).
+        num_visual_tokens: Q, tokens per media item (must equal the model's ``projector_config.num_query``;
+            :meth:`from_pretrained` checks it against the folder's ``config.json``).
         image_token / video_token: the placeholder strings.
         chat_format: built-in template used when neither ``chat_template`` nor the tokenizer has one
             (``"chatml"``, ``"phi3"`` or ``"llama3"``).
@@ -46,8 +64,9 @@ class VideoCCAMProcessor(ProcessorMixin):
     """
 
     def __init__(self, image_processor=None, tokenizer=None, chat_template: str | None = None,
-                 num_visual_tokens: int = 1024, image_token: str = "<image>", video_token: str = "<video>",
-                 chat_format: str = "chatml", num_frames: int = 16, **kwargs: Any) -> None:
+                 num_visual_tokens: int = 1024, image_token: str = IMAGE_TOKEN,
+                 video_token: str = VIDEO_TOKEN, chat_format: str = "chatml",
+                 num_frames: int = DEFAULT_NUM_FRAMES, **kwargs: Any) -> None:
         self.num_visual_tokens = num_visual_tokens
         self.image_token = image_token
         self.video_token = video_token
@@ -59,8 +78,26 @@ class VideoCCAMProcessor(ProcessorMixin):
         super().__init__(image_processor, tokenizer, chat_template=chat_template, **kwargs)
         self.image_token_id = self._single_token_id(image_token)
         self.video_token_id = self._single_token_id(video_token)
-        self._placeholder_re = re.compile(f"({re.escape(image_token)}|{re.escape(video_token)})")
+        self._placeholder_re = placeholder_pattern(image_token, video_token)
         self._stop_words = fmt.stop_words
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike,
+                        **kwargs: Any) -> VideoCCAMProcessor:
+        """transformers' ``from_pretrained`` (``AutoProcessor`` comes here too), with Q taken from the model.
+
+        When the folder (or hub repo) also holds the model's ``config.json``, ``num_visual_tokens`` is
+        its ``projector_config.num_query``: taken from there when ``processor_config.json`` does not
+        say, checked against it when it does.
+
+        Raises:
+            ConfigError: ``processor_config.json`` and ``config.json`` disagree on Q; the message
+                names both files and both values.
+        """
+        processor = super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        processor.num_visual_tokens = check_num_visual_tokens(cls, pretrained_model_name_or_path, processor,
+                                                              kwargs)
+        return processor
 
     def _single_token_id(self, token: str) -> int:
         ids = self.tokenizer.encode(token, add_special_tokens=False)
@@ -70,6 +107,11 @@ class VideoCCAMProcessor(ProcessorMixin):
                 f"token (tokenizer.add_special_tokens({{'additional_special_tokens': [{token!r}]}}))"
             )
         return ids[0]
+
+    @property
+    def visual_token_ids(self) -> frozenset[int]:
+        """The ids of the two placeholder tokens."""
+        return frozenset((self.image_token_id, self.video_token_id))
 
     @property
     def stop_token_ids(self) -> list[int]:
@@ -86,82 +128,6 @@ class VideoCCAMProcessor(ProcessorMixin):
         ``generation_config.json``, so that plain ``generate`` and the transformers pipeline stop at
         the chat template's end of turn too."""
         return {"eos_token_id": self.stop_token_ids, "pad_token_id": self.tokenizer.pad_token_id}
-
-    # ------------------------------------------------------- chat template
-    def apply_chat_template(
-        self,
-        conversation: list,
-        chat_template: str | None = None,
-        tools: list | None = None,
-        documents: list | None = None,
-        add_generation_prompt: bool = False,
-        continue_final_message: bool = False,
-        return_assistant_tokens_mask: bool = False,
-        tokenize: bool = False,
-        return_tensors: str | None = "pt",
-        return_dict: bool = False,
-        load_audio_from_video: bool = False,
-        processor_kwargs: dict[str, Any] | None = None,
-        sanitize_control_tokens: bool = False,
-        **kwargs: Any,
-    ) -> str | list[str] | torch.Tensor | BatchFeature:
-        """transformers' ``ProcessorMixin.apply_chat_template``, for messages with typed content parts.
-
-        Overridden rather than inherited: the inherited one hands the typed parts themselves to the
-        Jinja template, and the templates of Video-CCAM checkpoints (the tokenizers' own, and the
-        built-in ones) print ``message['content']`` as a string. Here typed parts become placeholders
-        first, by the same code as the conversation path, so every string template works.
-
-        Args:
-            conversation: one conversation (a list of ``{"role", "content"}`` messages) or a batch of
-                them. ``content`` is a string with placeholders or a list of typed parts:
-                ``{"type": "text", "text": ...}``, ``{"type": "image", "image": ...}``, ``{"type":
-                "video", "video": ...}`` (``"path"`` or ``"url"`` in place of the media field, for a
-                local file).
-            chat_template: a template string; default the processor's.
-            tools, documents, continue_final_message: passed to the template.
-            add_generation_prompt: end with the assistant header (default False, as in transformers).
-            tokenize: False: return the prompt (a string, or a list for a batch) with one
-                placeholder per media item. True: the model inputs, as ``__call__(text=prompt,
-                images=..., videos=...)`` gives them.
-            return_dict: with ``tokenize``, the whole ``BatchFeature`` (``input_ids``,
-                ``attention_mask``, ``pixel_values``, ``frame_counts``), else ``input_ids`` only.
-            return_tensors: ``"pt"`` (None and ``"auto"`` mean the same).
-            processor_kwargs: options for ``__call__`` (``num_frames``, ``fps``, ``video_kwargs``,
-                ``padding_side``, ...). Those options are also taken from ``kwargs``; other
-                ``kwargs`` are template variables.
-
-        Raises:
-            ValueError: ``return_assistant_tokens_mask``, ``load_audio_from_video`` or
-                ``sanitize_control_tokens`` (not supported: use ``__call__(..., return_labels=True)``
-                for training labels); a wrong number of placeholders, as ``__call__`` does.
-        """
-        unsupported = {"return_assistant_tokens_mask": return_assistant_tokens_mask,
-                       "load_audio_from_video": load_audio_from_video,
-                       "sanitize_control_tokens": sanitize_control_tokens}
-        if any(unsupported.values()):
-            names = [k for k, v in unsupported.items() if v]
-            raise ValueError(f"{names} not supported by VideoCCAMProcessor; for training labels call "
-                             "processor(conversations, media, return_labels=True)")
-        conversations, _ = _as_batch(conversation, None)
-        single = isinstance(conversation[0], dict)
-        call_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in _CALL_OPTIONS}  # rest: template vars
-        call_kwargs.update(processor_kwargs or {})
-        template_kwargs = {"tools": tools, "documents": documents,
-                           "continue_final_message": continue_final_message, **kwargs}
-        prompts, images, videos = [], [], []
-        for b, conv in enumerate(conversations):
-            messages, items = self._normalise_conversation(conv, [], b)
-            kinds = self._placeholders(messages)
-            images += [item for kind, item in zip(kinds, items) if kind == self.image_token]
-            videos += [item for kind, item in zip(kinds, items) if kind == self.video_token]
-            prompts.append(self._render(messages, add_generation_prompt, chat_template, **template_kwargs))
-        if not tokenize:
-            return prompts[0] if single else prompts
-        if return_tensors not in (None, "auto", "pt"):
-            raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
-        out = self(text=prompts, images=images or None, videos=videos or None, **call_kwargs)
-        return out if return_dict else out["input_ids"]
 
     # ------------------------------------------------------------------ call
     def __call__(self, conversations: list | None = None, media: list | None = None, *,
@@ -186,7 +152,7 @@ class VideoCCAMProcessor(ProcessorMixin):
                 ``{"type": "video", "video": ...}``).
             media: per conversation, its media items in placeholder order (see :meth:`load_media`).
                 If a conversation has media but no placeholder, one per item is prepended to its
-                first user message.
+                first user message (:meth:`prepend_placeholders`).
             add_generation_prompt: end with the assistant header (inference).
             return_labels: add ``labels`` (assistant tokens only; everything else -100). When an
                 assistant message has a ``"weight"`` (a number >= 0; default 1), ``loss_weights
@@ -236,23 +202,26 @@ class VideoCCAMProcessor(ProcessorMixin):
                              "messages); pass prompts that are already rendered as text=")
         if text_only and media is not None:
             raise ValueError("text_only=True tokenizes the text alone: pass media=None")
-        conversations, media = _as_batch(conversations, media)
-        ids_batch, labels_batch, weights_batch, pixel_values, frame_counts = [], [], [], [], []
+        conversations, media = as_batch(conversations, media)
+        ids_batch, labels_batch, weights_batch, pixel_values = [], [], [], []
         weighted = False  # does a message of the batch carry a loss weight?
-        for b, (conv, items) in enumerate(zip(conversations, media)):
+        for b, (conv, items) in enumerate(zip(conversations, media, strict=True)):
             messages, items = self._normalise_conversation(conv, items, b, text_only)
             weighted = weighted or any("weight" in msg for msg in messages)
-            kinds = self._placeholders(messages)
-            for kind, item in zip(kinds, items):
+            kinds = find_placeholders(messages, self._placeholder_re)
+            for kind, item in zip(kinds, items, strict=False):  # text_only: kinds, no items
                 pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"conversation {b}"))
-                frame_counts.append(pixel_values[-1].shape[0])
-            ids, labels, weights = self._tokenize(messages, add_generation_prompt, return_labels, len(kinds), b)
+            ids, labels, weights = tokenization.tokenize_conversation(
+                self.tokenizer, self._render, messages, add_generation_prompt=add_generation_prompt,
+                return_labels=return_labels, num_media=len(kinds), visual_ids=self.visual_token_ids,
+                num_visual_tokens=self.num_visual_tokens, b=b)
             ids_batch.append(ids)
             labels_batch.append(labels)
             weights_batch.append(weights)
-        data = self._pad(ids_batch, labels_batch if return_labels else None, padding_side,
-                         weights_batch if return_labels and weighted else None)
-        return _batch_feature(data, pixel_values)
+        data = tokenization.pad_batch(ids_batch, labels_batch if return_labels else None, padding_side,
+                                      self.tokenizer.pad_token_id,
+                                      weights_batch if return_labels and weighted else None)
+        return tokenization.batch_feature(data, pixel_values)
 
     def _call_text(self, text: str | list[str], images: Any, videos: Any, *, padding_side: str,
                    video_kwargs: dict[str, Any] | None, num_frames: int | None = None,
@@ -281,32 +250,84 @@ class VideoCCAMProcessor(ProcessorMixin):
         video_kwargs = {**(video_kwargs or {}), **({} if num_frames is None else {"num_frames": num_frames}),
                         **({} if fps is None else {"fps": fps})}
         kinds = [self._placeholder_re.findall(t) for t in texts]  # per prompt, its placeholders in order
-        items = self._match_media(kinds, _flatten_media(images, _is_image_item, "images"),
-                                  _flatten_media(videos, _is_video_item, "videos"))
+        images = media_lib.flatten_media(images, media_lib.is_image_item, "images")
+        videos = media_lib.flatten_media(videos, media_lib.is_video_item, "videos")
+        items = media_lib.match_media(kinds, images, videos, self.image_token, self.video_token)
         ids_batch, pixel_values = [], []
-        for b, (prompt, prompt_kinds, prompt_items) in enumerate(zip(texts, kinds, items)):
-            for kind, item in zip(prompt_kinds, prompt_items):
+        for b, (prompt, prompt_kinds, prompt_items) in enumerate(zip(texts, kinds, items, strict=True)):
+            for kind, item in zip(prompt_kinds, prompt_items, strict=True):
                 pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"text {b}"))
-            enc = self._encode(prompt, len(prompt_kinds), f"text {b}", add_special_tokens=add_special_tokens)
-            ids = enc["input_ids"]
-            ids_batch.append(self._expand_placeholders(ids, [IGNORE_INDEX] * len(ids), [0.0] * len(ids))[0])
-        return _batch_feature(self._pad(ids_batch, None, padding_side), pixel_values)
+            ids = tokenization.encode(self.tokenizer, prompt, len(prompt_kinds), self.visual_token_ids,
+                                      f"text {b}", add_special_tokens=add_special_tokens)["input_ids"]
+            no_labels, no_weights = [IGNORE_INDEX] * len(ids), [0.0] * len(ids)
+            ids_batch.append(tokenization.expand_placeholders(
+                ids, no_labels, no_weights, self.visual_token_ids, self.num_visual_tokens)[0])
+        data = tokenization.pad_batch(ids_batch, None, padding_side, self.tokenizer.pad_token_id)
+        return tokenization.batch_feature(data, pixel_values)
 
-    def _match_media(self, kinds: list[list[str]], images: list, videos: list) -> list[list]:
-        """Per prompt, its media items in placeholder order: each ``<image>`` takes the next of
-        ``images``, each ``<video>`` the next of ``videos``; ``ValueError`` naming both counts unless
-        every item has a placeholder of its kind."""
-        num_images = sum(k == self.image_token for prompt in kinds for k in prompt)
-        num_videos = sum(k == self.video_token for prompt in kinds for k in prompt)
-        if num_images != len(images) or num_videos != len(videos):
-            raise ValueError(
-                f"the text holds {num_images} {self.image_token} and {num_videos} {self.video_token} "
-                f"placeholders but {len(images)} images and {len(videos)} videos were given; write one "
-                "placeholder per media item where it belongs in the prompt"
-            )
-        queues = {self.image_token: iter(images), self.video_token: iter(videos)}
-        return [[next(queues[k]) for k in prompt] for prompt in kinds]
+    # ------------------------------------------------------------------ text without media
+    def count_tokens(self, conversations: Sequence[list[dict]], num_media: Sequence[int] | None = None, *,
+                     add_generation_prompt: bool = False, batch_size: int = 1024) -> list[int | None]:
+        """Exact token counts of conversations, media neither loaded nor decoded.
 
+        Each count is the length of the ``input_ids`` this processor gives the conversation with its
+        media (``__call__`` with the same ``add_generation_prompt``, no padding): its text tokens
+        under the chat template plus Q (``num_visual_tokens``) per placeholder. Batches of
+        ``batch_size`` conversations are rendered and tokenized at once, so a million training
+        records are counted in seconds.
+
+        Args:
+            conversations: a batch of conversations, ``{"role", "content"}`` messages whose contents
+                hold their placeholders (typed parts count as their placeholders; media written
+                without any placeholder are not counted: give such conversations
+                :meth:`prepend_placeholders` first).
+            num_media: per conversation, the number of media items it has; where the rendered text
+                holds another number of placeholder tokens (a stray ``<image>`` in a template or a
+                question), its count is ``None``. Default: no check.
+            add_generation_prompt: count the assistant header too (inference prompts; False for
+                training records, which end with the answer).
+            batch_size: conversations rendered and tokenized per tokenizer call.
+
+        Returns:
+            One count (or ``None``) per conversation, in order.
+        """
+        if conversations and isinstance(conversations[0], dict):
+            raise ValueError("count_tokens takes a batch of conversations (a list of lists of messages)")
+        texts = []
+        for b, conv in enumerate(conversations):  # typed parts -> placeholders; media ignored
+            if all(isinstance(msg, dict) and isinstance(msg.get("content"), str) for msg in conv):
+                texts.append(conv)
+            else:
+                texts.append(self._normalise_conversation(conv, [], b)[0])
+        return tokenization.count_tokens(self.tokenizer, self.chat_template, texts, num_media,
+                                         self.visual_token_ids, self.num_visual_tokens,
+                                         add_generation_prompt=add_generation_prompt, batch_size=batch_size)
+
+    def prepend_placeholders(self, messages: list[dict], kinds: Sequence[MediaKind]) -> list[dict]:
+        """Media without placeholders: one each opens the first user message, when none is written.
+
+        The rule of ``__call__`` (which picks the kinds by :meth:`placeholder_for`) and of the
+        training data: when no message holds a placeholder, the first user message is opened with
+        one ``<image>`` / ``<video>`` per item of ``kinds``, in order, each followed by a newline.
+        Messages that hold a placeholder come back as they are (whether the count matches the media
+        is the caller's check).
+
+        Args:
+            messages: ``{"role", "content"}`` messages with string contents (not modified).
+            kinds: per media item, ``"image"`` or ``"video"``.
+
+        Returns:
+            A new list of messages.
+
+        Raises:
+            ValueError: an unknown kind, or media to attach but no user message.
+        """
+        tokens = {"image": self.image_token, "video": self.video_token}
+        if any(kind not in tokens for kind in kinds):
+            raise ValueError(f"kinds must be 'image' or 'video', got {list(kinds)!r}")
+        return prepend_placeholders(messages, [tokens[kind] for kind in kinds], pattern=self._placeholder_re)
+
+    # ------------------------------------------------------------------ media
     def preprocess_media(self, items: Sequence[Any], kinds: Sequence[str] | None = None,
                          video_kwargs: dict[str, Any] | None = None) -> BatchFeature:
         """Media items alone (no text) -> ``pixel_values [N, 3, H, W]`` and ``frame_counts [M]``.
@@ -324,14 +345,30 @@ class VideoCCAMProcessor(ProcessorMixin):
             tokens = [self.placeholder_for(item) for item in items]
         else:
             if len(kinds) != len(items) or any(k not in ("image", "video") for k in kinds):
-                raise ValueError(f"kinds must give 'image' or 'video' for each of the {len(items)} items, got {kinds!r}")
+                raise ValueError(f"kinds must give 'image' or 'video' for each of the {len(items)} items, "
+                                 f"got {kinds!r}")
             tokens = [self.image_token if k == "image" else self.video_token for k in kinds]
         pixels = [self._media_pixels(tok, item, video_kwargs, f"media item {i}")
-                  for i, (tok, item) in enumerate(zip(tokens, items))]
+                  for i, (tok, item) in enumerate(zip(tokens, items, strict=True))]
         return BatchFeature(data={
             "pixel_values": torch.cat(pixels),  # [N, 3, H, W]
             "frame_counts": torch.tensor([p.shape[0] for p in pixels], dtype=torch.long),  # [M]
         })
+
+    def placeholder_for(self, item: Any) -> str:
+        """The placeholder a media item gets when none is written: ``image_token`` for one frame (a
+        PIL image, an ``[H, W, 3]`` array, a still-image path), else ``video_token``."""
+        return self.image_token if media_lib.media_kind(item) == "image" else self.video_token
+
+    def load_media(self, item: Any, video_kwargs: dict[str, Any] | None = None) -> Frames:
+        """One media item -> its frames.
+
+        Accepts a PIL image or ``[H, W, 3]`` array (one frame), a list of them, a ``[T, H, W, 3]``
+        array, a :class:`~videoccam.processing.video.Video`, or a path (image file, video file,
+        frame folder) decoded with :func:`~videoccam.processing.video.load_video` (``num_frames``
+        frames unless ``video_kwargs`` says otherwise). Arrays are channels-last.
+        """
+        return media_lib.load_media(item, self.num_frames, video_kwargs)
 
     def _media_pixels(self, placeholder: str, item: Any, video_kwargs: dict[str, Any] | None,
                       where: str) -> torch.Tensor:
@@ -339,95 +376,16 @@ class VideoCCAMProcessor(ProcessorMixin):
         frames = self.load_media(item, video_kwargs)
         if placeholder == self.image_token and len(frames) != 1:
             raise ValueError(f"{where}: an {self.image_token} placeholder got {len(frames)} frames")
-        return self.image_processor(images=frames, return_tensors="pt")["pixel_values"]
+        return media_lib.preprocess_frames(self.image_processor, frames)  # [n, 3, H, W]
 
+    # ------------------------------------------------------------------ text
     def _normalise_conversation(self, conv: list, items: list, b: int,
                                 text_only: bool = False) -> tuple[list[dict], list]:
-        """Typed parts -> strings with placeholders; check counts; prepend missing placeholders."""
-        messages, inline = [], []
-        for i, msg in enumerate(conv):
-            if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-                raise ValueError(f"conversation {b}, message {i}: expected a dict with 'role' and 'content'")
-            message = {"role": msg["role"], "content": self._content_to_text(msg["content"], inline, b, i)}
-            if "weight" in msg:
-                message["weight"] = check_turn_weight(msg["weight"], msg["role"], f"conversation {b}, message {i}")
-            messages.append(message)
-        if inline and items:
-            raise ValueError(f"conversation {b}: media given both inline (typed parts) and in `media`")
-        if inline and text_only:
-            raise ValueError(f"conversation {b}: text_only=True but media given inline (typed parts)")
-        items = inline or list(items)
-        count = sum(len(self._placeholder_re.findall(m["content"])) for m in messages)
-        if text_only:
-            return messages, []
-        if count == 0 and items:
-            first_user = next((m for m in messages if m["role"] == "user"), None)
-            if first_user is None:
-                raise ValueError(f"conversation {b}: media given but there is no user message to attach them to")
-            tags = "".join(f"{self.placeholder_for(item)}\n" for item in items)
-            first_user["content"] = tags + first_user["content"]
-        elif count != len(items):
-            raise ValueError(
-                f"conversation {b}: {count} {self.image_token}/{self.video_token} placeholders but "
-                f"{len(items)} media items"
-            )
-        return messages, items
-
-    def _content_to_text(self, content: Any, inline: list, b: int, i: int) -> str:
-        if isinstance(content, str):
-            return content
-        if not isinstance(content, list):
-            raise ValueError(f"conversation {b}, message {i}: content must be a string or a list of parts")
-        text = []
-        for part in content:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind == "text":
-                text.append(part["text"])
-            elif kind in ("image", "video"):
-                source = next((key for key in (kind, "path", "url") if key in part), None)
-                if source is None:
-                    raise ValueError(f"conversation {b}, message {i}: a {kind!r} part needs a {kind!r} "
-                                     "(or 'path' / 'url') field")
-                inline.append(part[source])
-                text.append(self.image_token if kind == "image" else self.video_token)
-            else:
-                raise ValueError(f"conversation {b}, message {i}: unknown content part type {kind!r}")
-        return "".join(text)
-
-    def placeholder_for(self, item: Any) -> str:
-        """The placeholder a media item gets when none is written: ``image_token`` for one frame (a
-        PIL image, an ``[H, W, 3]`` array, a still-image path), else ``video_token``."""
-        single = isinstance(item, Image.Image) or (isinstance(item, np.ndarray) and item.ndim == 3) or (
-            isinstance(item, (str, Path)) and Path(item).suffix.lower() in STILL_IMAGE_SUFFIXES
-        )
-        return self.image_token if single else self.video_token
-
-    def load_media(self, item: Any, video_kwargs: dict[str, Any] | None = None) -> Frames:
-        """One media item -> its frames.
-
-        Accepts a PIL image or ``[H, W, 3]`` array (one frame), a list of them, a ``[T, H, W, 3]``
-        array, a :class:`~videoccam.processing.video.Video`, or a path (image file, video file,
-        frame folder) decoded with :func:`~videoccam.processing.video.load_video`.
-        """
-        if isinstance(item, Image.Image):
-            return [item.convert("RGB")]
-        if isinstance(item, np.ndarray):
-            if item.ndim == 3:
-                return [item]
-            if item.ndim == 4:
-                return list(item)
-            raise ValueError(f"a media array must be [H, W, 3] or [T, H, W, 3], got shape {item.shape}")
-        if isinstance(item, str) and item.startswith(("http://", "https://")):
-            raise ValueError(f"remote media are not fetched: download {item} and pass the local path")
-        if isinstance(item, (str, Path)):
-            return list(load_video(item, **{"num_frames": self.num_frames, **(video_kwargs or {})}).frames)
-        if isinstance(item, Sequence) and not isinstance(item, str):
-            if len(item) == 0:
-                raise ValueError("a media item is an empty list of frames")
-            return [f.convert("RGB") if isinstance(f, Image.Image) else f for f in item]
-        if isinstance(item, Video):
-            return list(item.frames)
-        raise ValueError(f"unsupported media item of type {type(item).__name__}")
+        """Typed parts -> strings with placeholders; check counts; prepend missing placeholders
+        (:func:`~videoccam.processing.messages.normalise_conversation`). Media are not loaded."""
+        return normalise_conversation(conv, items, b, image_token=self.image_token,
+                                      video_token=self.video_token, placeholder_for=self.placeholder_for,
+                                      text_only=text_only)
 
     def _render(self, messages: list[dict], add_generation_prompt: bool, chat_template: str | None = None,
                 **template_kwargs: Any) -> str:
@@ -438,160 +396,3 @@ class VideoCCAMProcessor(ProcessorMixin):
             messages, chat_template=chat_template or self.chat_template, tokenize=False,
             add_generation_prompt=add_generation_prompt, **template_kwargs,
         )
-
-    def _tokenize(self, messages: list[dict], add_generation_prompt: bool, return_labels: bool,
-                  num_media: int, b: int) -> tuple[list[int], list[int], list[float]]:
-        """Token ids, labels and per-token loss weights (0 where the label is -100) of one conversation."""
-        text = self._render(messages, add_generation_prompt)
-        enc = self._encode(text, num_media, f"conversation {b}", return_offsets_mapping=return_labels)
-        ids = enc["input_ids"]
-        labels, weights = [IGNORE_INDEX] * len(ids), [0.0] * len(ids)
-        if return_labels:
-            spans = self._assistant_spans(messages, text, b)
-            for i, (start, _) in enumerate(enc["offset_mapping"]):
-                span = next((span for span in spans if span[0] <= start < span[2]), None)
-                if span is not None:  # the answer's text gets the weight, its end-of-turn marker at most 1
-                    labels[i], weights[i] = ids[i], span[3] if start < span[1] else min(span[3], 1.0)
-        return self._expand_placeholders(ids, labels, weights)
-
-    def _placeholders(self, messages: list[dict]) -> list[str]:
-        """The ``<image>`` / ``<video>`` placeholders of messages with string contents, in reading order."""
-        return [m.group(0) for msg in messages for m in self._placeholder_re.finditer(msg["content"])]
-
-    def _encode(self, text: str, num_media: int, where: str, *, add_special_tokens: bool = False,
-                return_offsets_mapping: bool = False) -> Any:
-        """Tokenize a rendered prompt; ``ValueError`` naming ``where`` unless it holds ``num_media``
-        placeholder tokens."""
-        enc = self.tokenizer(text, add_special_tokens=add_special_tokens,
-                             return_offsets_mapping=return_offsets_mapping)
-        found = sum(1 for t in enc["input_ids"] if t in (self.image_token_id, self.video_token_id))
-        if found != num_media:
-            raise ValueError(
-                f"{where}: the rendered prompt holds {found} placeholder tokens but {num_media} were "
-                "expected (does the chat template or the text contain stray placeholders?)"
-            )
-        return enc
-
-    def _expand_placeholders(self, ids: list[int], labels: list[int],
-                             weights: list[float]) -> tuple[list[int], list[int], list[float]]:
-        """Each placeholder token -> Q copies (label -100, weight 0); other tokens keep label and weight."""
-        out_ids, out_labels, out_weights = [], [], []
-        for t, lab, w in zip(ids, labels, weights):
-            if t in (self.image_token_id, self.video_token_id):
-                out_ids += [t] * self.num_visual_tokens
-                out_labels += [IGNORE_INDEX] * self.num_visual_tokens
-                out_weights += [0.0] * self.num_visual_tokens
-            else:
-                out_ids.append(t)
-                out_labels.append(lab)
-                out_weights.append(w)
-        return out_ids, out_labels, out_weights
-
-    def _assistant_spans(self, messages: list[dict], text: str, b: int) -> list[tuple[int, int, int, float]]:
-        """Assistant turns in the rendered text: ``(start, end of the answer text, end of the turn with its
-        end-of-turn marker, loss weight)`` character offsets."""
-        spans = []
-        for k, msg in enumerate(messages):
-            if msg["role"] != "assistant":
-                continue
-            start = len(self._render(messages[:k], add_generation_prompt=True)) if k else 0
-            end_text = self._render(messages[: k + 1], add_generation_prompt=False)
-            if not text.startswith(end_text):
-                raise ValueError(f"conversation {b}: the chat template is not prefix-stable; cannot locate turn {k}")
-            found = text.find(msg["content"], start, len(end_text)) if msg["content"] else -1
-            content_end = found + len(msg["content"]) if found >= 0 else len(end_text)
-            spans.append((start, content_end, len(end_text), float(msg.get("weight", 1.0))))
-        if not spans:
-            logger.debug("conversation %d has no assistant turn: all labels are -100", b)
-        return spans
-
-    def _pad(self, ids_batch: list[list[int]], labels_batch: list[list[int]] | None,
-             padding_side: str, weights_batch: list[list[float]] | None = None) -> dict[str, torch.Tensor]:
-        pad_id = self.tokenizer.pad_token_id
-        if pad_id is None:
-            raise ValueError("the tokenizer has no pad_token; set tokenizer.pad_token before batching")
-        length = max(len(x) for x in ids_batch)
-
-        def pad(seq: list[int], value: int) -> list[int]:
-            fill = [value] * (length - len(seq))
-            return fill + seq if padding_side == "left" else seq + fill
-
-        data = {
-            "input_ids": torch.tensor([pad(x, pad_id) for x in ids_batch], dtype=torch.long),
-            "attention_mask": torch.tensor([pad([1] * len(x), 0) for x in ids_batch], dtype=torch.long),
-        }
-        if labels_batch is not None:
-            data["labels"] = torch.tensor([pad(x, IGNORE_INDEX) for x in labels_batch], dtype=torch.long)
-        if weights_batch is not None:
-            data["loss_weights"] = torch.tensor([pad(x, 0.0) for x in weights_batch], dtype=torch.float32)
-        return data
-
-
-def check_turn_weight(weight: Any, role: str, where: str) -> float:
-    """A message's loss weight as a float; ``ValueError`` naming ``where`` unless it is a finite number
-    >= 0 on an assistant message."""
-    if role != "assistant":
-        raise ValueError(f"{where}: only assistant turns take a loss weight ('weight'), not {role!r} ones")
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
-        raise ValueError(f"{where}: 'weight' must be a finite number >= 0, got {weight!r}")
-    return float(weight)
-
-
-def _as_batch(conversations: list, media: list | None) -> tuple[list[list], list[list]]:
-    """Accept one conversation or a batch; pair each with its list of media items."""
-    if not isinstance(conversations, list) or not conversations:
-        raise ValueError("conversations must be a non-empty list (one conversation, or a batch of them)")
-    single = isinstance(conversations[0], dict)
-    if single:
-        conversations = [conversations]
-        media = None if media is None else [media]
-    if media is None:
-        media = [[] for _ in conversations]
-    if len(media) != len(conversations):
-        raise ValueError(f"{len(conversations)} conversations but media for {len(media)}")
-    return conversations, [[] if m is None else list(m) for m in media]
-
-
-# __call__ options that apply_chat_template takes from its **kwargs (transformers' legacy place for them)
-_CALL_OPTIONS = frozenset({"num_frames", "fps", "video_kwargs", "padding", "padding_side",
-                           "add_special_tokens"})
-
-
-def _batch_feature(data: dict[str, torch.Tensor], pixel_values: list[torch.Tensor]) -> BatchFeature:
-    """Padded text tensors + each media item's ``[n, 3, H, W]`` frames -> the model inputs
-    (``pixel_values`` / ``frame_counts`` when there are media)."""
-    if pixel_values:
-        data["pixel_values"] = torch.cat(pixel_values)  # [N, 3, H, W]
-        data["frame_counts"] = torch.tensor([p.shape[0] for p in pixel_values], dtype=torch.long)  # [M]
-    return BatchFeature(data=data)
-
-
-def _is_frame(x: Any) -> bool:
-    return isinstance(x, Image.Image) or (isinstance(x, np.ndarray) and x.ndim == 3)
-
-
-def _is_image_item(x: Any) -> bool:
-    """One image: a PIL image, an ``[H, W, 3]`` array or a path."""
-    return _is_frame(x) or isinstance(x, (str, Path))
-
-
-def _is_video_item(x: Any) -> bool:
-    """One video: a non-empty list of frames, a ``[T, H, W, 3]`` array, a path or a ``Video``."""
-    if isinstance(x, (Video, str, Path)) or (isinstance(x, np.ndarray) and x.ndim == 4):
-        return True
-    return isinstance(x, (list, tuple)) and bool(x) and all(_is_frame(f) for f in x)
-
-
-def _flatten_media(media: Any, is_item: Callable[[Any], bool], name: str) -> list:
-    """``images=`` / ``videos=`` as transformers processors take them (one item, a list, a list per
-    prompt, or a stacked array) -> a flat list of items in order."""
-    if media is None:
-        return []
-    if is_item(media):
-        return [media]
-    if isinstance(media, np.ndarray) and media.ndim in (4, 5):
-        return list(media)  # images [N, H, W, 3] / videos [N, T, H, W, 3] -> N items
-    if isinstance(media, (list, tuple)):
-        return [item for part in media for item in _flatten_media(part, is_item, name)]
-    shape = f" of shape {media.shape}" if isinstance(media, np.ndarray) else ""
-    raise ValueError(f"{name}: unsupported media item of type {type(media).__name__}{shape}")

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from videoccam.constants import VIDEO_TOKEN
 from videoccam.processing.processor import check_turn_weight
-from videoccam.processing.video_synth import write_video
 from videoccam.progress import ProgressCallback
 from videoccam.synth.families import (
     ANSWERS,
@@ -53,6 +53,7 @@ from videoccam.synth.families import (
 from videoccam.synth.stills import check_where, make_stills, still_record
 from videoccam.synth.tokenizer import build_tokenizer
 from videoccam.synth.world import WorldConfig
+from videoccam.testing.media import write_video
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def _record(sample: Sample, sample_id: str, video: str, own_seed: int,
     turns = [(sample.family, sample.question, sample.answer), *extra]
     conversations = []
     for k, (family, question, answer) in enumerate(turns):
-        conversations += [{"from": "human", "value": f"<video>\n{question}" if k == 0 else question},
+        conversations += [{"from": "human", "value": f"{VIDEO_TOKEN}\n{question}" if k == 0 else question},
                           {"from": "gpt", "value": answer}]
         weight = (weights or {}).get(family, 1.0)
         if weight != 1.0:

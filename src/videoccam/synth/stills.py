@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from videoccam.constants import IMAGE_TOKEN
 from videoccam.synth.families import NUMBER_WORDS, QUESTIONS, Sample, colour_set_answer, words_of
 from videoccam.synth.world import Clip
 
@@ -121,7 +122,7 @@ def still_record(still: Still, sample_id: str, image: str, own_seed: int) -> dic
     loss weight is not 1 carries it as ``"weight"``)."""
     conversations = []
     for k, (_, question, answer, weight) in enumerate(still.turns):
-        conversations.append({"from": "human", "value": f"<image>\n{question}" if k == 0 else question})
+        conversations.append({"from": "human", "value": f"{IMAGE_TOKEN}\n{question}" if k == 0 else question})
         conversations.append({"from": "gpt", "value": answer})
         if weight != 1.0:
             conversations[-1]["weight"] = weight

@@ -5,13 +5,14 @@ from __future__ import annotations
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
+from videoccam.constants import IMAGE_TOKEN, VIDEO_TOKEN
 from videoccam.processing.chat_templates import get_chat_format
 from videoccam.synth.families import world_words
 from videoccam.synth.stills import still_words
 
 UNK_TOKEN = "<unk>"
 EOS_TOKEN = "<|endoftext|>"
-SPECIAL_TOKENS: tuple[str, ...] = (EOS_TOKEN, "<|im_start|>", "<|im_end|>", "<image>", "<video>", UNK_TOKEN)
+SPECIAL_TOKENS: tuple[str, ...] = (EOS_TOKEN, "<|im_start|>", "<|im_end|>", IMAGE_TOKEN, VIDEO_TOKEN, UNK_TOKEN)
 ROLE_WORDS: tuple[str, ...] = ("system", "user", "assistant")
 
 
@@ -37,7 +38,7 @@ def build_tokenizer(where: str = "side") -> PreTrainedTokenizerFast:
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()  # split on whitespace and every punctuation mark
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token=EOS_TOKEN, pad_token=EOS_TOKEN, unk_token=UNK_TOKEN,
-        additional_special_tokens=["<|im_start|>", "<|im_end|>", "<image>", "<video>"],
+        additional_special_tokens=["<|im_start|>", "<|im_end|>", IMAGE_TOKEN, VIDEO_TOKEN],
         clean_up_tokenization_spaces=False, model_max_length=4096,
     )
     tokenizer.chat_template = get_chat_format("chatml").template

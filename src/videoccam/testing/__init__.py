@@ -1,9 +1,13 @@
-"""Tiny random-weight checkpoints for tests, docs and examples (no network, a few seconds on CPU).
+"""Test helpers: tiny random-weight checkpoints, and synthetic media (no network, seconds on CPU).
 
 ``make_tiny_checkpoint(path)`` writes a complete folder (config, safetensors weights, tokenizer,
 image processor, processor config, generation config) that ``from_pretrained`` loads like a real
 checkpoint: a 2-layer SigLIP on 32x32 frames (16 visual tokens per frame), a CCAM projector with
 8 queries and a 2-layer causal LM (Qwen2 by default; Llama and Phi-3 selectable).
+
+:mod:`videoccam.testing.media` writes videos, GIFs and frame folders whose every frame shows its
+own index (``write_test_video``, ``read_test_pattern``, ...), and the general encoder ``write_video``;
+its public functions are importable from here too.
 """
 
 from __future__ import annotations
@@ -16,14 +20,29 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast, SiglipImageProcessorPil
 
 from videoccam.configuration import VideoCCAMConfig
+from videoccam.constants import IMAGE_TOKEN, PLACEHOLDER_TOKENS, VIDEO_TOKEN
 from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.processing.chat_templates import get_chat_format
 from videoccam.processing.processor import VideoCCAMProcessor
+from videoccam.testing.media import (
+    make_test_frame,
+    read_test_pattern,
+    write_frame_folder,
+    write_test_gif,
+    write_test_video,
+    write_video,
+)
+
+__all__ = [
+    "TEXT_FAMILIES", "TINY_IMAGE_SIZE", "make_test_frame", "make_tiny_checkpoint", "make_tiny_model",
+    "make_tiny_processor", "make_tiny_tokenizer", "read_test_pattern", "tiny_config", "write_frame_folder",
+    "write_test_gif", "write_test_video", "write_video",
+]
 
 TINY_IMAGE_SIZE = 32
 SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|user|>", "<|assistant|>", "<|system|>", "<|end|>",
-    "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "<image>", "<video>",
+    "<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", *PLACEHOLDER_TOKENS,
 )
 # Each text family uses the chat format of its real counterpart.
 TEXT_FAMILIES: dict[str, tuple[dict[str, Any], str]] = {
@@ -51,7 +70,7 @@ def make_tiny_tokenizer(vocab_size: int = 320) -> PreTrainedTokenizerFast:
     tok.train_from_iterator([_CORPUS] * 4, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-        additional_special_tokens=["<image>", "<video>"], clean_up_tokenization_spaces=False,
+        additional_special_tokens=list(PLACEHOLDER_TOKENS), clean_up_tokenization_spaces=False,
     )
 
 
@@ -83,8 +102,8 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast, text_family: str = "qwen2",
     }
     return VideoCCAMConfig(
         vision_config=vision, text_config=text, projector_config=projector,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        video_token_id=tokenizer.convert_tokens_to_ids("<video>"), **overrides,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        video_token_id=tokenizer.convert_tokens_to_ids(VIDEO_TOKEN), **overrides,
     )
 
 

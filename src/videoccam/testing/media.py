@@ -6,8 +6,8 @@ bit ``b`` of ``k`` is set and dark otherwise, so ``k`` in ``[0, 65535]`` can be 
 luma by about 180 levels, so the number survives lossy codecs, yuv420 chroma subsampling, palette
 quantisation (GIF), JPEG, and resizing down to 32x32.
 
-Used by the tests of this package and by anyone who needs a video whose frame indices can be
-asserted after decoding::
+Used by the tests (of decoding, sampling, the processor, training) and by anyone who needs a
+video whose frame indices can be asserted after decoding::
 
     path = write_test_video(tmp_path / "clip.mp4", num_frames=60, fps=30, keyframe_interval=10)
     video = load_video(path, num_frames=8)
