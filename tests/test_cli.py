@@ -438,7 +438,7 @@ def test_an_unknown_temporal_rope_is_the_librarys_one_line_error(argv, tmp_path,
 
 
 def test_data_check_num_frames_defaults_to_the_library_or_the_model(tc_checkpoint, tmp_path, monkeypatch, capsys):
-    import videoccam.train.data as data
+    import videoccam.data as data
 
     seen = []
 
