@@ -176,7 +176,8 @@ def test_overrides_that_shape_the_model_go_to_the_stage_that_builds_it(world, tm
 
 
 def test_variants_trained_side_by_side_equal_one_at_a_time(world, tmp_path):
-    """workers=2 (two forked processes, then the odd one here) trains and scores what one process does, thread for thread."""
+    """workers=2 (two forked processes, then the odd one here) trains and scores what one process does,
+    thread for thread."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # stage 1 and every variant (either way) run on one thread
     try:

@@ -44,7 +44,8 @@ def test_card_of_the_long_recipe_names_its_data_configs_and_seed(bundle_tool, ti
     card = (bundle_tool.write_bundle(tiny_checkpoint, _results("synth-stills-where", "synth-ccam-long", 1), "CCAM",
                                      tmp_path / "bundle", _manifest("both", "all")) / "README.md").read_text()
     lines = card.splitlines()
-    assert "videoccam synth --out data/synth-where --train 4000 --test 1800 --seed 0 --workers 2 --stills-where both" in lines
+    assert ("videoccam synth --out data/synth-where --train 4000 --test 1800 --seed 0 --workers 2 "
+            "--stills-where both") in lines
     seeded = " model.seed=1 optim.seed=1 data.seed=1"
     assert f"videoccam train synth-stills-where{seeded} && videoccam train synth-ccam-long{seeded}" in lines
     assert "--seeds 1 --stage1-config synth-stills-where --config synth-ccam-long` trains" in card.replace("\n", " ")
@@ -69,8 +70,9 @@ def test_card_of_stage_1_on_a_smaller_folder_names_both_folders_and_the_override
 
 
 def test_card_of_single_question_data(bundle_tool, tiny_checkpoint, tmp_path):
-    card = (bundle_tool.write_bundle(tiny_checkpoint, _results("synth-stills", "synth-ccam", 0), "CCAM",
-                                     tmp_path / "bundle", _manifest("side", "one", version=3)) / "README.md").read_text()
+    bundle = bundle_tool.write_bundle(tiny_checkpoint, _results("synth-stills", "synth-ccam", 0), "CCAM",
+                                      tmp_path / "bundle", _manifest("side", "one", version=3))
+    card = (bundle / "README.md").read_text()
     assert "--seed 0 --workers 2 --train-questions one" in card
 
 

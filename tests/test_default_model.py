@@ -46,7 +46,7 @@ def test_bundled_model_answers_the_shipped_examples(bundled):
     answers = model.chat(convs, media, processor, video_kwargs={"num_frames": 16}, max_new_tokens=8,
                          do_sample=False)
     # the bundle is above chance on every family (its model card), so every example must be right
-    for example, answer in zip(examples, answers):
+    for example, answer in zip(examples, answers, strict=True):
         assert answer.strip() == example["answer"], example
 
 

@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import random_frames
 from PIL import Image
 
+from conftest import random_frames
 from videoccam.errors import ConfigError
 from videoccam.session import ChatSession
-from videoccam.train.run_folder import LOG_FILE
 from videoccam.testing import make_tiny_model
+from videoccam.train.run_folder import LOG_FILE
+
 
 def fixme(item: int):  # the defect is still there: the test must fail (strict)
     return pytest.mark.xfail(strict=True, reason=f"issue 31 ({item}) not fixed yet")
@@ -236,7 +237,6 @@ def _train(root: Path, out: Path, *extra: str, resume: bool = False) -> Path:
 
 @pytest.mark.parametrize("seed", [pytest.param(0, marks=fixme(3)), pytest.param(1, marks=fixme(3)), 2])
 def test_all_skipped_micro_batches_are_not_fatal(mostly_missing, tmp_path, seed):
-    from safetensors.torch import load_file
 
     final = _train(mostly_missing, tmp_path / "run", f"data.seed={seed}")
     assert (final / "config.json").is_file()

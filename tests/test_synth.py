@@ -358,7 +358,7 @@ def test_reordering_the_beats_changes_the_answer_not_the_frame_multiset(family):
             changed = None
             for perm in itertools.permutations(flash_beats):
                 order = list(range(16))
-                for src, dst in zip(flash_beats, perm):
+                for src, dst in zip(flash_beats, perm, strict=True):
                     order[dst] = src
                 clip = sample.clip.reordered(order)
                 try:
@@ -513,7 +513,7 @@ def test_stills_answers_are_readable_from_the_pngs(where, request):
             len(turns) // 2)
         assert all("weight" not in t for t in turns[::2])
         asked = {axis: set() for axis in axes}
-        for family, human, gpt in zip(still["meta"]["families"], turns[::2], turns[1::2]):
+        for family, human, gpt in zip(still["meta"]["families"], turns[::2], turns[1::2], strict=True):
             question, answer = human["value"].removeprefix("<image>\n"), gpt["value"]
             families[family] += 1
             if family == "colours":

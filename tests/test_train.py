@@ -716,7 +716,8 @@ def test_base_backbones_are_joined_by_a_new_projector(tmp_path):
     llm.save_pretrained(tmp_path / "llm")
     plain.save_pretrained(tmp_path / "llm")
     config = load_config(None, [f"model.vision={tmp_path / 'vision'}", f"model.llm={tmp_path / 'llm'}",
-                                "model.projector={num_query: 4, hidden_size: 32, num_heads: 4, num_key_value_heads: 4, intermediate_size: 64}",
+                                "model.projector={num_query: 4, hidden_size: 32, num_heads: 4, "
+                                "num_key_value_heads: 4, intermediate_size: 64}",
                                 "data.train=x.json"])
     model, processor = build_model(config.model, num_frames=4)
     assert model.config.num_visual_tokens == 4 and processor.num_visual_tokens == 4

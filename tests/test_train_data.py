@@ -469,7 +469,7 @@ def test_resume_mid_epoch_yields_exactly_the_rest():
     for s in ranks:
         s.load_state_dict(state)
     rest = [list(s) for s in ranks]
-    assert [b for pair in zip(*rest) for b in pair] == full_epoch1[4:]
+    assert [b for pair in zip(*rest, strict=True) for b in pair] == full_epoch1[4:]
 
     with pytest.raises(ConfigError, match="seed was 5"):
         ResumableBatchSampler(lengths, 2, grad_accum=2, seed=6).load_state_dict(state)

@@ -79,7 +79,7 @@ def run_data_check(path: str | Path, processor: VideoCCAMProcessor | None, *, me
         except DataRecordError as err:
             problems.append(Problem(line, rid, err.kind, str(err)))
             continue
-        for item, kind in zip(p.media, p.kinds):
+        for item, kind in zip(p.media, p.kinds, strict=True):
             if (item, kind) not in checked:
                 checked[item, kind] = _media_problem(item, kind, num_frames, decode)
             if checked[item, kind] is not None:
@@ -98,7 +98,7 @@ def _length_problems(processor: VideoCCAMProcessor, parsed: list[tuple[int, str 
     """Records whose text holds stray placeholder tokens, and those over ``max_length`` tokens."""
     problems = []
     counts = token_lengths(processor, [p.messages for _, _, p in parsed], [len(p.media) for _, _, p in parsed])
-    for (line, rid, _), n in zip(parsed, counts):
+    for (line, rid, _), n in zip(parsed, counts, strict=True):
         if n is None:
             problems.append(Problem(line, rid, "placeholders",
                                     "the text holds placeholder tokens besides the media's"))

@@ -148,7 +148,7 @@ def token_lengths(processor: VideoCCAMProcessor, conversations: Sequence[list[di
             add_generation_prompt=False,
         )
         encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        for ids, n in zip(encoded, num_media[s:s + chunk]):
+        for ids, n in zip(encoded, num_media[s:s + chunk], strict=True):
             placeholders = sum(1 for t in ids if t in visual)
             out.append(len(ids) + placeholders * (q - 1) if placeholders == n else None)
     return out
@@ -240,7 +240,7 @@ class LlavaDataset(Dataset):
                 self._exclude(line, rid, err.kind, str(err))
         counts = token_lengths(processor, [p.messages for _, _, p in parsed], [len(p.media) for _, _, p in parsed])
         entries, lengths = [], []
-        for (line, rid, p), n in zip(parsed, counts):
+        for (line, rid, p), n in zip(parsed, counts, strict=True):
             if n is None:
                 self._exclude(line, rid, "placeholders", "the text holds placeholder tokens besides the media's")
             elif self.max_length is not None and n > self.max_length:
@@ -290,7 +290,7 @@ class LlavaDataset(Dataset):
     def skipped(self) -> Counter[str]:
         """Samples that :meth:`__getitem__` returned as ``None``, by reason, over all processes."""
         totals = self._skip_counts.sum(0).tolist()  # [len(SKIP_REASONS)]
-        return Counter({reason: n for reason, n in zip(SKIP_REASONS, totals) if n})
+        return Counter({reason: n for reason, n in zip(SKIP_REASONS, totals, strict=True) if n})
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -304,7 +304,7 @@ class LlavaDataset(Dataset):
         epoch = self.epoch
         try:
             media = [self._load(path, kind, (self.seed, epoch, index, k)) for k, (path, kind)
-                     in enumerate(zip(paths, kinds))]
+                     in enumerate(zip(paths, kinds, strict=True))]
         except MediaNotFoundError as err:
             return self._skip(index, line, rid, "missing", str(err))
         except (MediaError, OSError) as err:

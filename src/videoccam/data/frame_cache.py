@@ -13,6 +13,7 @@ See ``docs/training-data.md``, "Frame cache".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -130,10 +131,8 @@ class FrameCache:
         processor_key = image_processor.to_json_string()
         paths = list(paths)
         if paths and self._verdict(processor_key) is None:  # settle exactness here, once, not in every worker
-            try:
+            with contextlib.suppress(MediaError, OSError):  # then each clip in the pool checks it instead
                 self.pixels(paths[0], num_frames, sample, processor, kwargs, processor_key=processor_key)
-            except (MediaError, OSError):
-                pass  # each clip in the pool checks it instead
         compact = (image_processor, self._verdict(processor_key))
         for path, stored, exact in _pool_map(paths, num_frames, sample, kwargs, compact, workers):
             key = (*_clip_key(path, num_frames, sample, kwargs), processor_key)
@@ -196,7 +195,7 @@ def _pool_map(paths: Sequence[str | Path], num_frames: int, sample: str, kwargs:
     with ProcessPoolExecutor(max_workers=workers) as pool:
         results = pool.map(_decode_or_none, todo, [num_frames] * n, [sample] * n, [kwargs] * n, [compact] * n,
                            chunksize=32)
-        for path, result in zip(todo, results):
+        for path, result in zip(todo, results, strict=True):
             if result is not None:
                 yield path, *result
 

@@ -111,7 +111,7 @@ def evaluate(model: Any, processor: Any, test_file: str | Path, num_frames: int,
             continue
         with torch.no_grad():
             answers = model.chat(convs, media, processor, max_new_tokens=8, do_sample=False)
-        for rec, pred in zip(keep, answers):
+        for rec, pred in zip(keep, answers, strict=True):
             results.append({**_result(rec), "prediction": pred.strip(),
                             "correct": normalise(pred) == normalise(rec["meta"]["answer"])})
     return results

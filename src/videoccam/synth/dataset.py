@@ -260,7 +260,8 @@ def generate_dataset(
     also_ask = tuple(dict.fromkeys(also_ask))  # once each, in the given order
     check_also_ask(also_ask)
     if also_ask and train_questions != "all":
-        raise ValueError(f"also_ask={list(also_ask)} needs train_questions='all' (extra turns), got {train_questions!r}")
+        raise ValueError(f"also_ask={list(also_ask)} needs train_questions='all' (extra turns), "
+                         f"got {train_questions!r}")
     weights = check_turn_weights(turn_weights or {})
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -276,7 +277,7 @@ def generate_dataset(
     stills: list[dict[str, Any]] = []
     if progress is not None:
         progress(0, num_train + num_test)
-    for job, (chunk_records, chunk_stills) in zip(jobs, _run(jobs, workers)):
+    for job, (chunk_records, chunk_stills) in zip(jobs, _run(jobs, workers), strict=True):
         records[job[2]].extend(chunk_records)
         stills.extend(chunk_stills)
         done = sum(len(r) for r in records.values())

@@ -166,7 +166,7 @@ def _gen_after(rng: np.random.Generator, config: WorldConfig, answer: str) -> tu
     beats = _distinct_beats(rng, config, count)
     distractors = pick_colours(rng, int(rng.integers(0, 2)), exclude=order)
     layout = Layout(rng, config)
-    sprites = [layout.flash(colour, beat) for colour, beat in zip(order, beats)]
+    sprites = [layout.flash(colour, beat) for colour, beat in zip(order, beats, strict=True)]
     sprites += [layout.static(c) for c in distractors]
     return _finish(rng, config, sprites), order[position - 1], 1 / (count - 1)
 
@@ -189,7 +189,7 @@ def _gen_colours(rng: np.random.Generator, config: WorldConfig, answer: str) -> 
         kinds = [k if k != "mover" or i == kinds.index("mover") else "static" for i, k in enumerate(kinds)]
     layout = Layout(rng, config)
     sprites = []
-    for colour, kind in sorted(zip(colours, kinds), key=lambda ck: ck[1] != "mover"):  # the row first
+    for colour, kind in sorted(zip(colours, kinds, strict=True), key=lambda ck: ck[1] != "mover"):  # the row first
         if kind == "mover":
             sprites.append(layout.mover(colour, rightwards=bool(rng.integers(2))))
         elif kind == "flash":

@@ -47,7 +47,8 @@ class ModelSettings:
     from_scratch: bool = False
     vision_config: dict[str, Any] = field(default_factory=dict)  # overrides / the whole config when from_scratch
     text_config: dict[str, Any] = field(default_factory=dict)
-    projector: dict[str, Any] = field(default_factory=dict)  # CCAMProjectorConfig fields (checkpoint: PROJECTOR_CHECKPOINT_OPTIONS only)
+    # CCAMProjectorConfig fields (with model.checkpoint: PROJECTOR_CHECKPOINT_OPTIONS only)
+    projector: dict[str, Any] = field(default_factory=dict)
     vision_select_layer: int = -2
     frame_block_mask: bool | None = None  # TC-LLaVA options (None: keep the checkpoint's / the default)
     temporal_rope: TemporalRope | None = None
@@ -108,7 +109,8 @@ class OptimSettings:
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    schedule: str = "cosine"  # a transformers.get_scheduler name stepped per step: cosine, linear, constant_with_warmup, ...
+    # a transformers.get_scheduler name, stepped per step: cosine, linear, constant_with_warmup, ...
+    schedule: str = "cosine"
     # the schedule's own arguments (get_scheduler's scheduler_specific_kwargs), e.g.
     # {num_decay_steps: 1000} for warmup_stable_decay
     schedule_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -157,9 +159,11 @@ class TrainConfig:
         """Cross-field checks (types were checked on load); raises ConfigError naming the key."""
         m = self.model
         if m.checkpoint is not None and (m.vision is not None or m.llm is not None or m.from_scratch):
-            raise ConfigError("model.checkpoint excludes model.vision / model.llm / model.from_scratch: pick one source")
+            raise ConfigError("model.checkpoint excludes model.vision / model.llm / model.from_scratch: "
+                              "pick one source")
         if m.checkpoint is None and not m.from_scratch and (m.vision is None or m.llm is None):
-            raise ConfigError("model: give model.checkpoint, or both model.vision and model.llm (or model.from_scratch)")
+            raise ConfigError("model: give model.checkpoint, or both model.vision and model.llm "
+                              "(or model.from_scratch)")
         if m.checkpoint is not None:
             for key, backbone in (("vision_config", m.vision_config), ("text_config", m.text_config)):
                 if backbone:
@@ -235,7 +239,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
-            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else list(value)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):

@@ -147,7 +147,8 @@ def setup_optimizer(model: nn.Module, opt: OptimSettings, total_steps: int) -> t
         scheduler = get_scheduler(opt.schedule, optimizer, num_warmup_steps=math.ceil(opt.warmup_ratio * total_steps),
                                   num_training_steps=total_steps, scheduler_specific_kwargs=opt.schedule_kwargs)
     except (TypeError, ValueError) as err:  # e.g. warmup_stable_decay without num_decay_steps
-        raise ConfigError(f"optim.schedule={opt.schedule} with optim.schedule_kwargs={opt.schedule_kwargs}: {err}") from err
+        raise ConfigError(f"optim.schedule={opt.schedule} with optim.schedule_kwargs={opt.schedule_kwargs}: "
+                          f"{err}") from err
     return optimizer, scheduler
 
 

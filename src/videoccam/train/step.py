@@ -95,7 +95,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
     mass = global_mass if global_mass > 0 else 1.0
     num_items = torch.tensor(mass / ctx.world_size, device=ctx.device)
     loss_sum = 0.0
-    for i, (batch, batch_weights) in enumerate(zip(micro_batches, weights)):
+    for i, (batch, batch_weights) in enumerate(zip(micro_batches, weights, strict=True)):
         if batch.empty and fallback is None:
             raise RuntimeError("every sample of the first micro-batch was skipped on this rank; check the data "
                                "with `videoccam data check`")
