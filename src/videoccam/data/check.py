@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from videoccam.constants import DEFAULT_NUM_FRAMES, IMAGE_TOKEN, VIDEO_TOKEN
-from videoccam.data.dataset import token_lengths
 from videoccam.data.llava import Conversation, parse_record
 from videoccam.data.records import DataRecordError, Problem, read_numbered, record_id
 from videoccam.errors import ConfigError, MediaError, MediaNotFoundError
@@ -97,7 +96,7 @@ def _length_problems(processor: VideoCCAMProcessor, parsed: list[tuple[int, str 
                      max_length: int | None) -> list[Problem]:
     """Records whose text holds stray placeholder tokens, and those over ``max_length`` tokens."""
     problems = []
-    counts = token_lengths(processor, [p.messages for _, _, p in parsed], [len(p.media) for _, _, p in parsed])
+    counts = processor.count_tokens([p.messages for _, _, p in parsed], [len(p.media) for _, _, p in parsed])
     for (line, rid, _), n in zip(parsed, counts, strict=True):
         if n is None:
             problems.append(Problem(line, rid, "placeholders",

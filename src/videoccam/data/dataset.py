@@ -30,7 +30,7 @@ from videoccam.errors import ConfigError, MediaError, MediaNotFoundError
 from videoccam.processing.processor import IGNORE_INDEX, VideoCCAMProcessor
 from videoccam.processing.video import load_video
 
-__all__ = ["SKIP_REASONS", "Batch", "LlavaDataset", "Sample", "collate", "item_seed", "token_lengths"]
+__all__ = ["SKIP_REASONS", "Batch", "LlavaDataset", "Sample", "collate", "item_seed"]
 
 logger = logging.getLogger(__name__)
 
@@ -132,26 +132,6 @@ def item_seed(seed: int, epoch: int, index: int, item: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index, item]).generate_state(1)[0])
 
 
-# TODO(issue 30): the processor owns this (the sequence length of a conversation before its media load)
-def token_lengths(processor: VideoCCAMProcessor, conversations: Sequence[list[dict]],
-                  num_media: Sequence[int], chunk: int = 1024) -> list[int | None]:
-    """Exact token counts (text + Q per placeholder) from the rendered template, media not touched.
-
-    ``None`` where the rendered text does not hold exactly one placeholder token per media item.
-    """
-    tokenizer, q = processor.tokenizer, processor.num_visual_tokens
-    visual = {processor.image_token_id, processor.video_token_id}
-    out: list[int | None] = []
-    for s in range(0, len(conversations), chunk):
-        texts = tokenizer.apply_chat_template(
-            list(conversations[s:s + chunk]), chat_template=processor.chat_template, tokenize=False,
-            add_generation_prompt=False,
-        )
-        encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        for ids, n in zip(encoded, num_media[s:s + chunk], strict=True):
-            placeholders = sum(1 for t in ids if t in visual)
-            out.append(len(ids) + placeholders * (q - 1) if placeholders == n else None)
-    return out
 
 
 class _PackedList:
@@ -238,7 +218,7 @@ class LlavaDataset(Dataset):
                     record, self.media_root, processor.image_token, processor.video_token)))
             except DataRecordError as err:
                 self._exclude(line, rid, err.kind, str(err))
-        counts = token_lengths(processor, [p.messages for _, _, p in parsed], [len(p.media) for _, _, p in parsed])
+        counts = processor.count_tokens([p.messages for _, _, p in parsed], [len(p.media) for _, _, p in parsed])
         entries, lengths = [], []
         for (line, rid, p), n in zip(parsed, counts, strict=True):
             if n is None:

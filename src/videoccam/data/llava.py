@@ -18,6 +18,7 @@ from pathlib import Path
 
 from videoccam.constants import IMAGE_TOKEN, VIDEO_TOKEN
 from videoccam.data.records import DataRecordError
+from videoccam.processing.messages import prepend_placeholders
 from videoccam.processing.processor import check_turn_weight
 
 __all__ = ["ROLES", "Conversation", "parse_record", "record_to_conversation"]
@@ -64,7 +65,7 @@ def parse_record(record: dict, media_root: Path | None, image_token: str = IMAGE
     turns = record.get("conversations")
     messages = _messages(turns)
     videos, images = _media_field(record, "video"), _media_field(record, "image")
-    found = _placeholders(messages, len(videos), len(images))
+    messages, found = _placeholders(messages, len(videos), len(images))
     for i, msg in enumerate(messages):
         if msg["role"] == "assistant" and not msg["content"].strip():
             raise DataRecordError("empty", f"conversations[{i}]: empty answer")
@@ -117,30 +118,22 @@ def _messages(turns: object) -> list[dict]:
     return messages
 
 
-def _placeholders(messages: list[dict], num_videos: int, num_images: int) -> list[str]:
-    """The placeholders of the conversation in order, checked against the media counts (a record with
-    media but none gets them, see :func:`prepend_missing_placeholders`)."""
+def _placeholders(messages: list[dict], num_videos: int, num_images: int) -> tuple[list[dict], list[str]]:
+    """The messages and their placeholders in order, checked against the media counts. A record with
+    media but no placeholder gets one per item, videos first (the LLaVA convention), by the processor's
+    own rule (:func:`videoccam.processing.messages.prepend_placeholders`)."""
     for i, msg in enumerate(messages):
         if msg["role"] != "user" and _PLACEHOLDER.search(msg["content"]):
             raise DataRecordError("placeholders",
                                   f"conversations[{i}]: placeholders are only allowed in human turns")
+    messages = prepend_placeholders(messages, [VIDEO_TOKEN] * num_videos + [IMAGE_TOKEN] * num_images,
+                                    pattern=_PLACEHOLDER)
     found = [m.group(0) for msg in messages for m in _PLACEHOLDER.finditer(msg["content"])]
-    if not found and (num_videos or num_images):
-        return prepend_missing_placeholders(messages, num_videos, num_images)
     num_v, num_i = found.count(VIDEO_TOKEN), found.count(IMAGE_TOKEN)
     if num_v != num_videos or num_i != num_images:
         raise DataRecordError("placeholders", f"{num_v} {VIDEO_TOKEN} placeholder(s) for {num_videos} path(s) in "
                               f"'video' and {num_i} {IMAGE_TOKEN} for {num_images} in 'image'")
-    return found
-
-
-# TODO(issue 30): the processor owns this (its placeholder rule for media without placeholders)
-def prepend_missing_placeholders(messages: list[dict], num_videos: int, num_images: int) -> list[str]:
-    """The LLaVA convention for a record with media but no placeholder: one per item, videos first,
-    prepended to the first human turn (``messages`` is changed); returns the placeholders in order."""
-    first = next(msg for msg in messages if msg["role"] == "user")
-    first["content"] = f"{VIDEO_TOKEN}\n" * num_videos + f"{IMAGE_TOKEN}\n" * num_images + first["content"]
-    return [VIDEO_TOKEN] * num_videos + [IMAGE_TOKEN] * num_images
+    return messages, found
 
 
 def _media_field(record: dict, name: str) -> list[str]:
