@@ -222,7 +222,7 @@ def add_synth(synth: argparse.ArgumentParser) -> None:
     synth.add_argument("--turn-weight", action="append", default=[], type=_family_weight, metavar="FAMILY=W",
                        help="loss weight W of the training clips' answers of FAMILY (repeatable; default 1, "
                             "no weight written), e.g. --turn-weight direction=5 --turn-weight reverse=5; "
-                            "optim.turn_weight_ratio sets for how many steps weights act")
+                            "the training configs' TurnWeightSchedule callback sets for how many steps weights act")
     synth.add_argument("--also-ask", action="append", default=[], choices=TRAIN_ONLY_FAMILIES, metavar="FAMILY",
                        help="a training-only question that training clips also ask (repeatable): 'before', "
                             "for every flash but the first, which flash came right before it; never a test "
