@@ -34,7 +34,7 @@ def decode_decord(path: str, spec: SamplingSpec, size: tuple[int, int] | None, d
         total, fps = len(reader), float(reader.get_avg_fps())
         if total < 1:
             raise MediaDecodeError(f"{path}: video stream has no frames")
-        indices = spec.indices(total, fps)  # [T]
+        indices = spec.indices(total, fps, source=path)  # [T]
         wanted, inverse = np.unique(indices, return_inverse=True)  # [U], [T]
         deadline.check()
         frames = reader.get_batch(wanted.tolist()).asnumpy()  # [U, H, W, 3]

@@ -107,7 +107,7 @@ def _decode_container(
     stream = _video_stream(container, path)
     stream.thread_type = "AUTO"  # FFmpeg frame + slice threads, thread count = cores
     info = _stream_info(container, stream, path, deadline)
-    indices = spec.indices(info.total, info.fps)  # [T], may repeat (mvbench on short clips)
+    indices = spec.indices(info.total, info.fps, source=path)  # [T], may repeat (mvbench on short clips)
     wanted, inverse = np.unique(indices, return_inverse=True)  # [U] ascending, [T]
     out_size = size or (info.width, info.height)
     reader = _Reader(container, stream, info, deadline, path)
