@@ -137,10 +137,12 @@ N_VOP = b"\x00\x00\x01\xb6\x50\x4f"
 DIVX_PACKED_USER_DATA = b"\x00\x00\x01\xb2DivX503b1393p"
 
 
-def write_packed_avi(path: Path, num_frames: int, *, fps: int = 25, gop: int = 12) -> Path:
+def write_packed_avi(path: Path, num_frames: int, *, fps: int = 25, gop: int = 12, repeat_vol: bool = True) -> Path:
     """MPEG-4 ASP with one B-frame between references, stored as DivX "packed B-frames": each
     reference frame shares an AVI chunk with the B-frame shown before it, and the next chunk holds
-    an N-VOP. PyAV's AVI muxer cannot pack, so the packets are encoded first and packed here."""
+    an N-VOP. PyAV's AVI muxer cannot pack, so the packets are encoded first and packed here.
+    ``repeat_vol`` repeats the stream headers (with the DivX "packed" mark) at every keyframe;
+    without them FFmpeg forgets the packing after a seek and drops the B-frames."""
     encoder = av.CodecContext.create("mpeg4", "w")
     encoder.width, encoder.height = SIZE
     encoder.pix_fmt = "yuv420p"
@@ -155,9 +157,13 @@ def write_packed_avi(path: Path, num_frames: int, *, fps: int = 25, gop: int = 1
         frame.pts, frame.time_base = index, Fraction(1, fps)
         packets += [(bytes(p), p.pts, p.is_keyframe) for p in encoder.encode(frame)]
     packets += [(bytes(p), p.pts, p.is_keyframe) for p in encoder.encode(None)]
-    first, pts0, key0 = packets[0]
+    first = packets[0][0]
     vop = first.find(b"\x00\x00\x01\xb6")  # DivX user data goes after the VOL header
-    packets[0] = (first[:vop] + DIVX_PACKED_USER_DATA + first[vop:], pts0, key0)
+    headers = first[:vop] + DIVX_PACKED_USER_DATA
+    packets = [
+        (headers + data[data.find(b"\x00\x00\x01\xb6"):] if key and (at == 0 or repeat_vol) else data, pts, key)
+        for at, (data, pts, key) in enumerate(packets)
+    ]
     chunks: list[tuple[bytes, bool]] = []
     at = 0
     while at < len(packets):
@@ -204,6 +210,102 @@ def uniform(total: int, num_frames: int = DEFAULT_NUM_FRAMES) -> list[int]:
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("real")
+
+
+# --- (4) frame selection: the frame count is counted, indices name the frames returned -----------
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "fmt"),
+    [
+        ("clip.mpg", "mpeg1video", "mpeg1video"),  # raw MPEG-1 video named like a program stream
+        ("clip.m2v", "mpeg2video", "mpeg2video"),
+        ("clip.mpv", "mpeg2video", "mpeg2video"),
+    ],
+)
+def test_raw_mpeg_elementary_streams_are_counted_not_estimated(media, name, codec, fmt):
+    # No container, no timestamps: FFmpeg estimates the duration from the header bitrate. A peak
+    # rate in the header (here 8x the real one) made 100 frames look like 3, as in Debian's default.mpv.
+    path = write_clip(media / name, 100, codec=codec, fmt=fmt, gop=12)
+    set_mpeg_sequence_bitrate(path, path.stat().st_size * 8 * 8 // 4)  # 4 s of video, 8x the rate
+    video = load_video(path)
+    assert len(video) == DEFAULT_NUM_FRAMES
+    assert video.indices.tolist() == shown(video) == uniform(100)
+    np.testing.assert_allclose(video.timestamps, video.indices / 25, atol=1e-6)
+    assert video.fps == 25 and video.duration == pytest.approx(4.0)
+
+
+def test_mpeg_program_stream_frame_count_is_counted(media):
+    # MPEG-PS: FFmpeg's duration estimate said 3.0 s for 4 s of video, so the last second was never sampled.
+    path = write_clip(media / "program.mpg", 100, codec="mpeg2video", fmt="mpeg", gop=12)
+    video = load_video(path)
+    assert video.indices.tolist() == shown(video) == uniform(100)
+    np.testing.assert_allclose(video.timestamps, video.indices / 25, atol=1e-3)
+    assert video.duration == pytest.approx(4.0, abs=0.05)
+
+
+def test_avi_with_b_frames_labels_the_frames_returned(media):
+    path = write_clip(media / "bframes.avi", 100, codec="mpeg4", fmt="avi", gop=12, options={"bf": "2"})
+    video = load_video(path)
+    assert video.indices.tolist() == shown(video) == uniform(100)
+    np.testing.assert_allclose(video.timestamps, video.indices / 25, atol=1e-6)
+    every = load_video(path, num_frames=100)
+    assert every.indices.tolist() == shown(every) == list(range(100))
+
+
+def test_avi_with_packed_b_frames_labels_the_frames_returned(media):
+    path = write_packed_avi(media / "packed.avi", 100)
+    video = load_video(path)
+    assert video.indices.tolist() == shown(video) == uniform(100)
+    np.testing.assert_allclose(video.timestamps, video.indices / 25, atol=1e-6)
+    every = load_video(path, num_frames=100)
+    assert every.indices.tolist() == shown(every) == list(range(100))
+    tail = load_video(path, num_frames=3, start=3.0)  # frames [75, 100), reached by seeking
+    assert tail.indices.tolist() == shown(tail) == [79, 87, 95]
+    # Stream headers only at the start: after a seek FFmpeg drops the B-frames (odd frames here),
+    # so a wanted B-frame comes back as the next frame, and says so.
+    once = write_packed_avi(media / "packed-once.avi", 100, repeat_vol=False)
+    assert load_video(once).indices.tolist() == shown(load_video(once)) == uniform(100)
+    tail = load_video(once, num_frames=3, start=3.0)
+    assert tail.indices.tolist() == shown(tail) == [80, 88, 96]
+
+
+def test_truncated_mkv_samples_only_the_frames_that_exist(media, caplog):
+    # The mkv header still says 4 s; the packets say how many frames survived the cut.
+    whole = write_clip(media / "whole.mkv", 100, options=x264(10))
+    cut = media / "cut.mkv"
+    cut.write_bytes(whole.read_bytes()[: int(whole.stat().st_size * 0.6)])
+    with caplog.at_level(logging.WARNING, logger="videoccam"):
+        video = load_video(cut)
+    assert video.indices.tolist() == shown(video)
+    assert len(set(video.indices.tolist())) == DEFAULT_NUM_FRAMES  # no stand-ins for missing frames
+    assert 40 < video.indices[-1] < 70
+    assert not any("repeating the last frame" in r.getMessage() for r in caplog.records)
+
+
+# Irregular frame durations (1, 1, 2, 3 or 5 ticks of 1/30 s): a variable-frame-rate clip.
+VFR_STEPS = np.random.default_rng(0).choice([1, 1, 2, 3, 5], size=99)
+VFR_PTS = np.concatenate([[0], np.cumsum(VFR_STEPS)]).tolist()  # [100], in 1/30 s
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "options"),
+    [
+        ("vfr.mp4", "mp4", x264(10)),
+        ("vfr-bframes.mp4", "mp4", x264(10, bf="2")),
+        ("vfr.mkv", "matroska", x264(10)),
+    ],
+)
+def test_variable_frame_rate_indices_are_source_frame_numbers(media, name, fmt, options):
+    path = write_clip(
+        media / name, 100, fmt=fmt, fps=30, options=options, pts=VFR_PTS, time_base=Fraction(1, 30)
+    )
+    video = load_video(path)
+    assert video.indices.tolist() == shown(video) == uniform(100)  # frame numbers, no duplicates
+    np.testing.assert_allclose(video.timestamps, np.array(VFR_PTS)[video.indices] / 30, atol=2e-3)
+    assert video.duration == pytest.approx((VFR_PTS[-1] + 1) / 30, abs=0.1)
+    every = load_video(path, num_frames=100)
+    assert every.indices.tolist() == shown(every) == list(range(100))
 
 
 # --- (9) arguments that used to slip through -------------------------------------------------------

@@ -120,13 +120,11 @@ def load_video(
         return _require_frames(resample_video(source, spec, out_size, Deadline(timeout, str(source.source))))
     if isinstance(source, np.ndarray):
         _check_frame_array(source)
-        return _require_frames(
-            load_frame_list(source, spec, out_size, float(frame_folder_fps), Deadline(timeout, "<frame array>"))
-        )
+        deadline = Deadline(timeout, "<frame array>")
+        return _require_frames(load_frame_list(source, spec, out_size, float(frame_folder_fps), deadline))
     if isinstance(source, (list, tuple)):
-        return _require_frames(
-            load_frame_list(source, spec, out_size, float(frame_folder_fps), Deadline(timeout, "<frame list>"))
-        )
+        deadline = Deadline(timeout, "<frame list>")
+        return _require_frames(load_frame_list(source, spec, out_size, float(frame_folder_fps), deadline))
     if not isinstance(source, (str, os.PathLike)):
         raise UnsupportedMediaError(f"cannot load a video from a {type(source).__name__}")
     if isinstance(source, str) and not source.strip():

@@ -49,11 +49,20 @@ DEFAULT_GOP = 250
 # Seek attempts, each starting further back, before decoding from the start of the stream.
 SEEK_RETRIES = 3
 INTERPOLATION = "BICUBIC"
+# AVFMT_NOTIMESTAMPS: the demuxer has no timestamps of its own (raw elementary streams).
+NO_TIMESTAMPS_FLAG = 0x0080
 
 
 @dataclass
 class StreamInfo:
-    """What the container says about the video stream, in the units the decoder needs."""
+    """What the container says about the video stream, in the units the decoder needs.
+
+    Frame numbers come from one of three sources: ``table`` (the sorted presentation timestamps of
+    every frame, read from the packets: exact for any timing, variable frame rates included), the
+    constant-rate formula ``round((pts - start_pts) * time_base * fps)`` (mp4/mov whose sample
+    table is evenly spaced), or, when ``counted``, the number of frames decoded since the start of
+    the stream (streams without real timestamps, such as raw MPEG video or H.264).
+    """
 
     fps: float
     time_base: Fraction
@@ -62,14 +71,34 @@ class StreamInfo:
     duration: float
     width: int
     height: int
+    table: np.ndarray | None = None  # int64[total] ascending pts of every frame
+    counted: bool = False
+    stamp_kind: str = "pts"  # the frame timestamp that names a decoded frame: "pts" or "dts"
 
     def index_of(self, pts: int) -> int:
         """Frame index of a presentation timestamp."""
-        return round(float((pts - self.start_pts) * self.time_base) * self.fps)
+        table = self.table
+        if table is None:
+            return round(float((pts - self.start_pts) * self.time_base) * self.fps)
+        pos = int(np.searchsorted(table, pts))
+        if pos >= len(table):  # past the last frame the packets announced
+            return len(table) - 1 + round(float((pts - int(table[-1])) * self.time_base) * self.fps)
+        if pos > 0 and pts - int(table[pos - 1]) < int(table[pos]) - pts:
+            pos -= 1  # nearest frame
+        if pos == 0 and pts < int(table[0]):
+            return round(float((pts - int(table[0])) * self.time_base) * self.fps)
+        return pos
 
     def pts_of(self, index: int) -> int:
         """Presentation timestamp (stream time base) of a frame index."""
-        return self.start_pts + round(index / self.fps / self.time_base)
+        table = self.table
+        if table is None:
+            return self.start_pts + round(index / self.fps / self.time_base)
+        if index < 0:
+            return int(table[0]) + round(index / self.fps / self.time_base)
+        if index >= len(table):
+            return int(table[-1]) + round((index - len(table) + 1) / self.fps / self.time_base)
+        return int(table[index])
 
     def seconds(self, pts: int) -> float:
         return float((pts - self.start_pts) * self.time_base)
@@ -136,23 +165,69 @@ def _video_stream(container, path: str):
 
 
 def _stream_info(container, stream, path: str, deadline: Deadline) -> StreamInfo:
+    """Frame count, rate and frame numbering of the stream.
+
+    The count is taken from the header only where it is exact: an mp4/mov sample table whose
+    timestamps are evenly spaced. Everywhere else (mkv, webm, avi, ts, program streams, raw
+    streams, variable frame rates) the packets are counted on a second handle, without decoding,
+    and their timestamps kept as the frame table. A duration estimated from the bitrate (raw MPEG
+    video: 100 frames looked like 3) or a constant-rate guess on a variable-rate file never
+    decides the count.
+    """
     width, height = stream.codec_context.width, stream.codec_context.height
     check_frame_size(width, height, path)
     time_base = stream.time_base
     if time_base is None or time_base <= 0:
         raise MediaDecodeError(f"{path}: video stream has no time base")
     start_pts = stream.start_time if stream.start_time is not None else 0
-    duration = _duration(container, stream)
-    fps = _average_fps(stream, duration)
-    total = stream.frames
-    if total <= 0 and duration > 0:
-        total = round(duration * fps)
-    if total <= 0:
-        total = _count_packets(path, deadline)
-        duration = duration or total / fps
+    header_duration = _duration(container, stream)
+    fps = _average_fps(stream, header_duration)
+    if _sample_table_is_exact(container, stream, fps):
+        total = stream.frames
+        return StreamInfo(fps, time_base, start_pts, total, header_duration or total / fps, width, height)
+    total, stamps = _scan_packets(path, deadline)
     if total <= 0:
         raise MediaDecodeError(f"{path}: video stream has no frames")
-    return StreamInfo(fps, time_base, start_pts, total, duration or total / fps, width, height)
+    if container.format.flags & NO_TIMESTAMPS_FLAG:
+        # Raw streams: timestamps, if any, are invented by FFmpeg's parser; count decoded frames.
+        return StreamInfo(fps, time_base, start_pts, total, total / fps, width, height, counted=True)
+    if stamps is None:  # some packets without pts: number frames by the stated rate
+        return StreamInfo(fps, time_base, start_pts, total, header_duration or total / fps, width, height)
+    table = np.sort(stamps)  # [total] presentation order
+    span = float((int(table[-1]) - int(table[0])) * time_base)
+    step = span / (total - 1) if total > 1 else 1 / fps  # mean frame duration
+    duration = span + step
+    if span < header_duration <= span + 4 * step:  # the header agrees, and knows the last frame's duration
+        duration = header_duration
+    if not _evenly_spaced(table, time_base, fps):  # variable frame rate: the stated rate is not the average
+        fps = total / duration
+    # AVI stores no presentation times: FFmpeg guesses the pts, and with DivX "packed" B-frames
+    # the guesses land on the wrong frames, while the dts (the frame slot) stay right.
+    stamp_kind = "dts" if "avi" in container.format.name.split(",") else "pts"
+    return StreamInfo(
+        fps, time_base, int(table[0]), total, duration, width, height, table=table, stamp_kind=stamp_kind
+    )
+
+
+def _evenly_spaced(stamps: np.ndarray, time_base: Fraction, fps: float) -> bool:
+    """Whether ``round((t - t0) * time_base * fps)`` numbers the timestamps ``0, 1, 2, ...``."""
+    numbers = np.round((stamps - stamps[0]).astype(np.float64) * float(time_base) * fps)
+    return bool(np.array_equal(numbers, np.arange(len(stamps))))
+
+
+def _sample_table_is_exact(container, stream, fps: float) -> bool:
+    """mp4/mov: the header's frame count is the sample count, and the index (all samples, at open)
+    shows whether they are evenly spaced; then frame numbers follow from timestamps by formula."""
+    if "mp4" not in container.format.name.split(",") or stream.frames <= 0:
+        return False
+    try:
+        entries = stream.index_entries  # PyAV >= 17
+    except AttributeError:
+        return False
+    if len(entries) != stream.frames or any(entry.is_discard for entry in entries):
+        return False  # edit lists that drop samples, fragmented files: count the packets instead
+    stamps = np.fromiter((entry.timestamp for entry in entries), dtype=np.int64, count=len(entries))
+    return _evenly_spaced(stamps, stream.time_base, fps)
 
 
 def _duration(container, stream) -> float:
@@ -174,19 +249,30 @@ def _average_fps(stream, duration: float) -> float:
     return 25.0
 
 
-def _count_packets(path: str, deadline: Deadline) -> int:
-    """Frame count from the packets when the header has neither frames nor duration (no decoding).
+def _scan_packets(path: str, deadline: Deadline) -> tuple[int, np.ndarray | None]:
+    """Frame count and the pts of every frame, from the packets (demuxed, not decoded).
 
-    Uses a second handle on the file, since raw streams (``.h264``) cannot seek back.
+    Uses a second handle on the file, since raw streams (``.h264``) cannot seek back. About 3 us
+    per packet plus reading the file once. The timestamps are ``None`` when some packet has no pts.
+
+    Returns:
+        The number of frames and ``int64[count]`` their pts in decode order (or ``None``).
     """
     import av
 
-    count = 0
+    count, stamps = 0, []
     with av.open(path, timeout=deadline.timeout) as probe:
         for packet in probe.demux(probe.streams.video[0]):
             deadline.check()
-            count += packet.size > 0
-    return count
+            if packet.size <= 0 or packet.is_discard:  # flush packets; samples an edit list drops
+                continue
+            count += 1
+            if stamps is not None:
+                if packet.pts is None:
+                    stamps = None
+                else:
+                    stamps.append(packet.pts)
+    return count, None if stamps is None else np.array(stamps, dtype=np.int64)
 
 
 @dataclass
@@ -230,6 +316,10 @@ class _SeekRefused(Exception):
     """The demuxer cannot seek (raw elementary streams, pipes)."""
 
 
+class _StampsOutOfOrder(Exception):
+    """Decoded frames came out with timestamps that do not increase: they cannot name the frames."""
+
+
 class _Reader:
     """A decoding position in one stream that can move forward frame by frame or seek."""
 
@@ -244,7 +334,12 @@ class _Reader:
         self.position = -1  # index of the last frame handed out; -1 before the first
         self.seeks = 0
         self.decoded = 0
-        self.has_timestamps = True  # False once a frame without pts or dts shows up: then never seek
+        # Which frame timestamp names a frame: "pts", else "dts" once the pts came out of order
+        # (DivX packed B-frames in AVI); has_timestamps is False when frames are counted instead
+        # (no timestamps, or neither kind in order): then never seek.
+        self.stamp_kind = info.stamp_kind
+        self.has_timestamps = not info.counted
+        self._last_stamp: int | None = None  # of the previous frame since the last (re)start
         self.seekable = True  # False once the demuxer refuses a seek (raw streams)
 
     def _decode(self) -> Iterator:
@@ -258,24 +353,48 @@ class _Reader:
             logger.warning("%s: stopped decoding at corrupt data (%s)", self.path, err)
 
     def next_frame(self):
-        """Next decoded frame and its index, or ``(None, None)`` at the end of the stream."""
+        """Next decoded frame, its index and its timestamp (stream time base), or
+        ``(None, None, None)`` at the end of the stream.
+
+        Raises:
+            _StampsOutOfOrder: The frame's timestamp is not after the previous frame's.
+        """
         frame, self._pushed_back = self._pushed_back, None
+        again = frame is not None  # handed out once already (by a seek), its stamp checked then
         if frame is None:
             frame = next(self._frames, None)
         if frame is None:
-            return None, None
+            return None, None, None
         self.decoded += 1
-        pts = frame.pts if frame.pts is not None else frame.dts
-        if pts is None:  # no timestamps at all: count frames (only valid when decoding from the start)
+        first, second = (frame.pts, frame.dts) if self.stamp_kind == "pts" else (frame.dts, frame.pts)
+        stamp = first if first is not None else second
+        if stamp is None:  # no timestamps at all: count frames (only valid when decoding from the start)
             self.has_timestamps = False
+        if not self.has_timestamps:
             index = self.position + 1
-            frame.pts = self.info.pts_of(index)
+            stamp = self.info.pts_of(index)
         else:
-            index = self.info.index_of(pts)
+            if self._last_stamp is not None and stamp <= self._last_stamp and not again:
+                raise _StampsOutOfOrder(f"{self.stamp_kind} {stamp} after {self._last_stamp}")
+            self._last_stamp = stamp
+            index = self.info.index_of(stamp)
         if frame.key_frame:
             self.keyframes.saw(index)
         self.position = index
-        return frame, index
+        return frame, index, stamp
+
+    def distrust_stamps(self, reason: str) -> None:
+        """Name frames by their dts from now on (by counting once the dts fail too) and go back
+        to the start: frames already kept may carry wrong indices."""
+        if self.stamp_kind == "pts":
+            self.stamp_kind = "dts"
+        else:
+            self.has_timestamps = False
+        logger.debug(
+            "%s: frame timestamps out of order (%s); naming frames by %s from the start",
+            self.path, reason, self.stamp_kind if self.has_timestamps else "counting",
+        )
+        self._reopen_or_rewind()
 
     def worth_seeking(self, target: int) -> bool:
         """Whether seeking saves at least ``SEEK_MIN_SAVING`` decoded frames on the way to ``target``."""
@@ -313,7 +432,7 @@ class _Reader:
                 self._rewind()
             else:
                 self._seek_pts(self.info.pts_of(at))
-            frame, index = self.next_frame()
+            frame, index, _ = self.next_frame()
             if (frame is not None and index <= target) or at == 0:
                 self._pushed_back = frame
                 self.decoded -= frame is not None
@@ -326,6 +445,15 @@ class _Reader:
         self.seeks += 1
         self._checked_seek(pts, stream=self.stream, backward=True, any_frame=False)
         self._restart()
+
+    def _reopen_or_rewind(self) -> None:
+        if self.seekable:
+            try:
+                self._rewind()
+                return
+            except _SeekRefused:
+                self.seekable = False
+        self._reopen()
 
     def _rewind(self) -> None:
         """Back to the first frame. Seeking to the stream's own start time is not enough in
@@ -369,6 +497,7 @@ class _Reader:
         self._close_frames()
         self._frames = self._decode()
         self._pushed_back = None
+        self._last_stamp = None
         self.position = -1
 
 
@@ -376,16 +505,28 @@ def _collect(
     reader: _Reader, wanted: np.ndarray, out_size: tuple[int, int], path: str,
     progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode the ``wanted`` (ascending, unique) frames.
+    """Decode the ``wanted`` (ascending, unique) frames; start again from the first frame if the
+    timestamps turn out not to name the frames (see :meth:`_Reader.distrust_stamps`).
 
     Returns:
-        ``uint8[U, H, W, 3]`` frames, ``int64[U]`` their indices, ``int64[U]`` their pts.
+        ``uint8[U, H, W, 3]`` frames, ``int64[U]`` their indices, ``int64[U]`` their timestamps.
     """
+    while True:
+        try:
+            return _collect_once(reader, wanted, out_size, path, progress)
+        except _StampsOutOfOrder as err:
+            reader.distrust_stamps(str(err))
+
+
+def _collect_once(
+    reader: _Reader, wanted: np.ndarray, out_size: tuple[int, int], path: str,
+    progress: ProgressCallback | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     width, height = out_size
     frames = np.empty((len(wanted), height, width, 3), dtype=np.uint8)  # [U, H, W, 3]
     got_indices = np.empty(len(wanted), dtype=np.int64)
     got_pts = np.empty(len(wanted), dtype=np.int64)
-    slot, last, sought = 0, None, -1  # next wanted slot; last decoded (frame, index); last seek target
+    slot, last, sought = 0, None, -1  # next wanted slot; last decoded (frame, index, stamp); last seek target
     report = progress if progress is not None else lambda done, total: None
     report(0, len(wanted))
     while slot < len(wanted):
@@ -393,15 +534,15 @@ def _collect(
         if target != sought and target - reader.position > 1 and reader.worth_seeking(target):
             reader.seek(target)  # once per target: if it lands early, decode forward from there
             sought = target
-        frame, index = reader.next_frame()
+        frame, index, stamp = reader.next_frame()
         if frame is None:
             break
-        last = (frame, index)
+        last = (frame, index, stamp)
         if index < target:
             continue  # decoded as a reference only: never converted
         array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)
         while slot < len(wanted) and wanted[slot] <= index:
-            frames[slot], got_indices[slot], got_pts[slot] = array, index, frame.pts
+            frames[slot], got_indices[slot], got_pts[slot] = array, index, stamp
             slot += 1
         report(slot, len(wanted))
     logger.debug("%s: %d frames kept, %d decoded, %d seeks", path, slot, reader.decoded, reader.seeks)
@@ -415,7 +556,7 @@ def _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, 
     """Stand the last decoded frame in for wanted frames past the real end of the stream."""
     if last is None:
         raise MediaDecodeError(f"{path}: no decodable video frames")
-    frame, index = last
+    frame, index, stamp = last
     logger.warning(
         "%s: stream ended at frame %d, before wanted frame %d; repeating the last frame for %d of %d frames",
         path,
@@ -427,4 +568,4 @@ def _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, 
     width, height = out_size
     frames[slot:] = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)
     got_indices[slot:] = index
-    got_pts[slot:] = frame.pts
+    got_pts[slot:] = stamp

@@ -187,7 +187,8 @@ def sample_indices(
         if sample == "uniform":
             picked = uniform_in_range(first, stop, num_frames)
         elif sample == "random":
-            picked = _random_in_range(first, stop, num_frames, rng if rng is not None else np.random.default_rng())
+            rng = rng if rng is not None else np.random.default_rng()
+            picked = _random_in_range(first, stop, num_frames, rng)
         else:
             assert fps is not None  # checked by _check_args
             picked = _fps_in_range(first, stop, src_fps, fps, max_frames)
@@ -234,7 +235,9 @@ class SamplingSpec:
         _check_args(1, self.num_frames, self.sample, 1.0, self.fps, self.max_frames)
         frame_range(2**62, 1.0, self.start, self.end)
 
-    def indices(self, total: int, src_fps: float, first_index: int = 0, source: str | None = None) -> np.ndarray:
+    def indices(
+        self, total: int, src_fps: float, first_index: int = 0, source: str | None = None
+    ) -> np.ndarray:
         """:func:`sample_indices` for a source of ``total`` frames at ``src_fps``; a
         :class:`SamplingError` names ``source`` when given."""
         rng = np.random.default_rng(self.seed) if self.sample == "random" else None
