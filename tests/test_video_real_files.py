@@ -308,6 +308,60 @@ def test_variable_frame_rate_indices_are_source_frame_numbers(media, name, fmt, 
     assert every.indices.tolist() == shown(every) == list(range(100))
 
 
+# --- (5) a corrupt packet costs its GOP, not the rest of the video -------------------------------
+
+
+def _corrupt_packet(path: Path, frame_index: int) -> Path:
+    """A copy of ``path`` with a quarter of the bytes of frame ``frame_index``'s packet flipped."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        packets = sorted((p.pts, p.pos, p.size) for p in container.demux(stream) if p.size)
+    _, pos, size = packets[frame_index]
+    data = bytearray(path.read_bytes())
+    for at in range(pos + size // 4, pos + size // 2):
+        data[at] ^= 0xFF
+    bad = path.with_name("corrupt-" + path.name)
+    bad.write_bytes(bytes(data))
+    return bad
+
+
+@pytest.mark.parametrize(
+    ("name", "codec", "options"),
+    [
+        ("gop10.webm", "libvpx-vp9", {"deadline": "realtime", "cpu-used": "8"}),
+        ("gop10.mp4", "libx264", x264(10)),
+    ],
+)
+def test_corrupt_packet_skips_to_the_next_keyframe(media, caplog, name, codec, options):
+    # 160 frames, a keyframe every 10; frame 73's packet is damaged, so frames 73-79 cannot be
+    # trusted. The 16 uniform frames are 5, 15, ..., 155: only 75 lies in the damaged GOP.
+    clean = write_clip(media / name, 160, codec=codec, gop=10, options=options)
+    bad = _corrupt_packet(clean, 73)
+    with caplog.at_level(logging.WARNING, logger="videoccam"):
+        video = load_video(bad)
+    wanted = uniform(160)
+    assert wanted[7] == 75
+    assert shown(video) == video.indices.tolist()  # every frame returned is the frame it claims
+    assert video.indices.tolist() == wanted[:7] + [80] + wanted[8:]  # 75 lost: the next keyframe stands in
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    lost = [m for m in messages if "corrupt" in m]
+    assert lost and str(bad) in lost[0] and "2.920 s" in lost[0] and "3.200 s" in lost[0], messages
+    assert any("stand" in m and str(bad) in m for m in messages), messages  # the substitution is told
+
+
+def test_corrupt_last_gop_is_reported_to_the_end_of_the_stream(media, caplog):
+    clean = write_clip(media / "tail.webm", 60, codec="libvpx-vp9", gop=10,
+                       options={"deadline": "realtime", "cpu-used": "8"})
+    bad = _corrupt_packet(clean, 55)
+    with caplog.at_level(logging.WARNING, logger="videoccam"):
+        video = load_video(bad, num_frames=6)  # 5, 15, ..., 55
+    assert shown(video) == video.indices.tolist()
+    assert video.indices.tolist()[:5] == [5, 15, 25, 35, 45] and video.indices[5] < 55  # nothing decodable after 54
+    messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any(str(bad) in m and "2.200 s up to the end of the stream" in m for m in messages), messages
+    assert any(str(bad) in m and "repeating the last frame" in m for m in messages), messages
+
+
 # --- (9) arguments that used to slip through -------------------------------------------------------
 
 

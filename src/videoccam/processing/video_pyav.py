@@ -51,6 +51,8 @@ SEEK_RETRIES = 3
 INTERPOLATION = "BICUBIC"
 # AVFMT_NOTIMESTAMPS: the demuxer has no timestamps of its own (raw elementary streams).
 NO_TIMESTAMPS_FLAG = 0x0080
+# Demuxer read errors in a row (no good packet between) after which the rest of the file is given up.
+MAX_READ_ERRORS = 8
 
 
 @dataclass
@@ -125,8 +127,8 @@ def decode_pyav(path: str, spec: SamplingSpec, size: tuple[int, int] | None, dea
 
 def _reason(err: Exception) -> str:
     """FFmpeg's message without the file name PyAV appends."""
-    strerror = err.strerror if isinstance(err, OSError) else None
-    return strerror or str(err)
+    strerror = getattr(err, "strerror", None)
+    return strerror if isinstance(strerror, str) and strerror else str(err)
 
 
 def _decode_container(
@@ -320,6 +322,19 @@ class _StampsOutOfOrder(Exception):
     """Decoded frames came out with timestamps that do not increase: they cannot name the frames."""
 
 
+@dataclass
+class _Damage:
+    """A stretch of the stream lost to corrupt data: from ``start`` seconds to the keyframe at
+    ``end`` seconds where decoding resumed (``None`` while open, or when the stream ended first)."""
+
+    start: float
+    reason: str
+    end: float | None = None
+
+    def covers(self, seconds: float) -> bool:
+        return self.start - 1e-6 <= seconds and (self.end is None or seconds < self.end - 1e-6)
+
+
 class _Reader:
     """A decoding position in one stream that can move forward frame by frame or seek."""
 
@@ -341,16 +356,76 @@ class _Reader:
         self.has_timestamps = not info.counted
         self._last_stamp: int | None = None  # of the previous frame since the last (re)start
         self.seekable = True  # False once the demuxer refuses a seek (raw streams)
+        # Corrupt data: frames are dropped from the damage to the next keyframe (decoders conceal
+        # errors by reusing references, so frames in between show another frame's content).
+        self.damage: list[_Damage] = []
+        self._damaged = False  # inside a damaged stretch: drop frames until a keyframe
+        self._last_seconds: float | None = None  # time of the last frame decoded since the last (re)start
+        self._restart_seconds = 0.0  # where decoding (re)started: 0, or the time sought to
 
     def _decode(self) -> Iterator:
+        """Decoded frames in presentation order. A packet the decoder rejects is skipped (and the
+        frames up to the next keyframe dropped by :meth:`next_frame`); a demuxer read error is
+        skipped too, up to ``MAX_READ_ERRORS`` in a row."""
         import av
 
-        try:
-            for packet in self.container.demux(self.stream):
-                self.deadline.check()
-                yield from packet.decode()
-        except av.error.InvalidDataError as err:  # corrupt or truncated data: end of usable stream
-            logger.warning("%s: stopped decoding at corrupt data (%s)", self.path, err)
+        read_errors = 0
+        while True:
+            try:
+                for packet in self.container.demux(self.stream):
+                    self.deadline.check()
+                    read_errors = 0
+                    try:
+                        frames = packet.decode()
+                    except av.error.ExitError:
+                        raise
+                    except av.error.FFmpegError as err:  # corrupt packet: skip it, resync at a keyframe
+                        self._start_damage(self._packet_seconds(packet), _reason(err))
+                        if not self.has_timestamps:
+                            self.position += 1  # its frame is lost but still counts
+                        continue
+                    yield from frames
+                return
+            except av.error.InvalidDataError as err:  # the demuxer hit corrupt data; read on after it
+                read_errors += 1
+                if read_errors > MAX_READ_ERRORS:
+                    logger.warning("%s: stopped decoding at corrupt data (%s)", self.path, _reason(err))
+                    return
+                self._start_damage(self._next_seconds(), _reason(err))
+
+    def _packet_seconds(self, packet) -> float:
+        """Where the frames lost to a rejected packet begin: its own time, or the frame after the
+        last one decoded if that is earlier (frame threads report an error a few packets late)."""
+        first, second = (packet.pts, packet.dts) if self.stamp_kind == "pts" else (packet.dts, packet.pts)
+        stamp = first if first is not None else second
+        after_last = self._next_seconds()
+        if stamp is None or not self.has_timestamps:
+            return after_last
+        return min(self.info.seconds(stamp), after_last)
+
+    def _next_seconds(self) -> float:
+        """Time of the frame after the last one decoded (the first one lost to damage); before the
+        first frame, the start of the stream or the time sought to."""
+        if self._last_seconds is None:
+            return self._restart_seconds
+        return self._last_seconds + 1 / self.info.fps
+
+    def _start_damage(self, seconds: float, reason: str) -> None:
+        if not self._damaged:
+            self._damaged = True
+            self.damage.append(_Damage(max(0.0, seconds), reason))
+
+    def _end_damage(self, seconds: float | None) -> None:
+        """The stretch ends at the keyframe at ``seconds`` (``None``: at the end of the stream)."""
+        self._damaged = False
+        stretch = self.damage[-1]
+        stretch.end = seconds
+        until = "the end of the stream" if seconds is None else f"{seconds:.3f} s"
+        resumed = "" if seconds is None else f"; decoding resumed at the keyframe at {seconds:.3f} s"
+        logger.warning(
+            "%s: corrupt video data (%s): frames from %.3f s up to %s are lost%s",
+            self.path, stretch.reason, stretch.start, until, resumed,
+        )
 
     def next_frame(self):
         """Next decoded frame, its index and its timestamp (stream time base), or
@@ -359,29 +434,40 @@ class _Reader:
         Raises:
             _StampsOutOfOrder: The frame's timestamp is not after the previous frame's.
         """
-        frame, self._pushed_back = self._pushed_back, None
-        again = frame is not None  # handed out once already (by a seek), its stamp checked then
-        if frame is None:
-            frame = next(self._frames, None)
-        if frame is None:
-            return None, None, None
-        self.decoded += 1
-        first, second = (frame.pts, frame.dts) if self.stamp_kind == "pts" else (frame.dts, frame.pts)
-        stamp = first if first is not None else second
-        if stamp is None:  # no timestamps at all: count frames (only valid when decoding from the start)
-            self.has_timestamps = False
-        if not self.has_timestamps:
-            index = self.position + 1
-            stamp = self.info.pts_of(index)
-        else:
-            if self._last_stamp is not None and stamp <= self._last_stamp and not again:
-                raise _StampsOutOfOrder(f"{self.stamp_kind} {stamp} after {self._last_stamp}")
-            self._last_stamp = stamp
-            index = self.info.index_of(stamp)
-        if frame.key_frame:
-            self.keyframes.saw(index)
-        self.position = index
-        return frame, index, stamp
+        while True:
+            frame, self._pushed_back = self._pushed_back, None
+            again = frame is not None  # handed out once already (by a seek), its stamp checked then
+            if frame is None:
+                frame = next(self._frames, None)
+            if frame is None:
+                if self._damaged:
+                    self._end_damage(None)
+                return None, None, None
+            self.decoded += 1
+            first, second = (frame.pts, frame.dts) if self.stamp_kind == "pts" else (frame.dts, frame.pts)
+            stamp = first if first is not None else second
+            if stamp is None:  # no timestamps at all: count frames (only valid when decoding from the start)
+                self.has_timestamps = False
+            if not self.has_timestamps:
+                index = self.position + 1
+                stamp = self.info.pts_of(index)
+            else:
+                if self._last_stamp is not None and stamp <= self._last_stamp and not again:
+                    raise _StampsOutOfOrder(f"{self.stamp_kind} {stamp} after {self._last_stamp}")
+                self._last_stamp = stamp
+                index = self.info.index_of(stamp)
+            self.position = index
+            seconds = self.info.seconds(stamp)
+            self._last_seconds = seconds
+            corrupt = bool(getattr(frame, "is_corrupt", False))  # errors the decoder concealed
+            if self._damaged and frame.key_frame and not corrupt:
+                self._end_damage(seconds)
+            elif corrupt or self._damaged:
+                self._start_damage(seconds, "the decoder reported a damaged frame")
+                continue  # dropped: until a keyframe it shows concealment, not this frame
+            if frame.key_frame:
+                self.keyframes.saw(index)
+            return frame, index, stamp
 
     def distrust_stamps(self, reason: str) -> None:
         """Name frames by their dts from now on (by counting once the dts fail too) and go back
@@ -390,6 +476,8 @@ class _Reader:
             self.stamp_kind = "dts"
         else:
             self.has_timestamps = False
+        self.damage.clear()  # decoding starts over and will meet it again
+        self._damaged = False
         logger.debug(
             "%s: frame timestamps out of order (%s); naming frames by %s from the start",
             self.path, reason, self.stamp_kind if self.has_timestamps else "counting",
@@ -445,6 +533,7 @@ class _Reader:
         self.seeks += 1
         self._checked_seek(pts, stream=self.stream, backward=True, any_frame=False)
         self._restart()
+        self._restart_seconds = max(0.0, self.info.seconds(pts))
 
     def _reopen_or_rewind(self) -> None:
         if self.seekable:
@@ -498,7 +587,12 @@ class _Reader:
         self._frames = self._decode()
         self._pushed_back = None
         self._last_stamp = None
+        self._last_seconds = None
+        self._restart_seconds = 0.0
         self.position = -1
+        if self._damaged:  # left before its end was seen: forget it (found again if decoded again)
+            self._damaged = False
+            logger.debug("%s: left damaged data at %.3f s", self.path, self.damage.pop().start)
 
 
 def _collect(
@@ -546,10 +640,29 @@ def _collect_once(
             slot += 1
         report(slot, len(wanted))
     logger.debug("%s: %d frames kept, %d decoded, %d seeks", path, slot, reader.decoded, reader.seeks)
+    _report_stand_ins(reader, wanted[:slot], got_indices[:slot], path)
     if slot < len(wanted):
         _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, path)
         report(len(wanted), len(wanted))
     return frames, got_indices, got_pts
+
+
+def _report_stand_ins(reader: _Reader, wanted: np.ndarray, got: np.ndarray, path: str) -> None:
+    """Warn when wanted frames lay in damaged stretches, naming the frames that replace them."""
+    if not reader.damage:
+        return
+    info = reader.info
+    lost = [
+        (int(w), int(g))
+        for w, g in zip(wanted, got)
+        if g > w and any(d.covers(info.seconds(info.pts_of(int(w)))) for d in reader.damage)
+    ]
+    if lost:
+        logger.warning(
+            "%s: %d of %d wanted frames lay in corrupt data; the next decodable frame stands in "
+            "for each, with its own index and timestamp (wanted -> returned: %s)",
+            path, len(lost), len(wanted), ", ".join(f"{w} -> {g}" for w, g in lost),
+        )
 
 
 def _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, path) -> None:
