@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import struct
+import sys
 from collections.abc import Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -137,7 +138,9 @@ N_VOP = b"\x00\x00\x01\xb6\x50\x4f"
 DIVX_PACKED_USER_DATA = b"\x00\x00\x01\xb2DivX503b1393p"
 
 
-def write_packed_avi(path: Path, num_frames: int, *, fps: int = 25, gop: int = 12, repeat_vol: bool = True) -> Path:
+def write_packed_avi(
+    path: Path, num_frames: int, *, fps: int = 25, gop: int = 12, repeat_vol: bool = True
+) -> Path:
     """MPEG-4 ASP with one B-frame between references, stored as DivX "packed B-frames": each
     reference frame shares an AVI chunk with the B-frame shown before it, and the next chunk holds
     an N-VOP. PyAV's AVI muxer cannot pack, so the packets are encoded first and packed here.
@@ -160,8 +163,9 @@ def write_packed_avi(path: Path, num_frames: int, *, fps: int = 25, gop: int = 1
     first = packets[0][0]
     vop = first.find(b"\x00\x00\x01\xb6")  # DivX user data goes after the VOL header
     headers = first[:vop] + DIVX_PACKED_USER_DATA
+    vop_start = b"\x00\x00\x01\xb6"
     packets = [
-        (headers + data[data.find(b"\x00\x00\x01\xb6"):] if key and (at == 0 or repeat_vol) else data, pts, key)
+        (headers + data[data.find(vop_start):] if key and (at == 0 or repeat_vol) else data, pts, key)
         for at, (data, pts, key) in enumerate(packets)
     ]
     chunks: list[tuple[bytes, bool]] = []
@@ -356,10 +360,110 @@ def test_corrupt_last_gop_is_reported_to_the_end_of_the_stream(media, caplog):
     with caplog.at_level(logging.WARNING, logger="videoccam"):
         video = load_video(bad, num_frames=6)  # 5, 15, ..., 55
     assert shown(video) == video.indices.tolist()
-    assert video.indices.tolist()[:5] == [5, 15, 25, 35, 45] and video.indices[5] < 55  # nothing decodable after 54
+    assert video.indices.tolist()[:5] == [5, 15, 25, 35, 45]
+    assert video.indices[5] < 55  # nothing decodable after 54
     messages = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert any(str(bad) in m and "2.200 s up to the end of the stream" in m for m in messages), messages
     assert any(str(bad) in m and "repeating the last frame" in m for m in messages), messages
+
+
+# --- (6) rotation metadata is applied --------------------------------------------------------------
+
+
+def _asymmetric_frames(count: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    return [rng.integers(0, 256, (SIZE[1], SIZE[0], 3), dtype=np.uint8) for _ in range(count)]
+
+
+# Degrees counter-clockwise (FFmpeg's display-matrix convention) -> how the stored frame is shown.
+DISPLAY = {
+    90: lambda a: np.rot90(a, 1),  # a phone held upright, camera sensor landscape
+    270: lambda a: np.rot90(a, -1),
+    180: lambda a: a[::-1, ::-1],
+}
+
+
+@pytest.mark.parametrize(
+    ("degrees", "how"), [(90, "pyav"), (270, "pyav"), (180, "pyav"), (90, "tkhd"), (270, "tkhd")]
+)
+def test_rotation_metadata_is_applied(media, degrees, how):
+    frames = _asymmetric_frames(5)
+    path = media / f"rot{degrees}-{how}.mp4"
+    lossless = {"preset": "ultrafast", "qp": "0"}
+    if how == "pyav":
+        write_clip(path, 5, codec="libx264rgb", fmt="mp4", options=lossless, pix_fmt="rgb24",
+                   frames=frames, rotation=degrees)
+    else:  # written upright, then the matrix patched into the file as a phone writes it
+        write_clip(path, 5, codec="libx264rgb", fmt="mp4", options=lossless, pix_fmt="rgb24", frames=frames)
+        set_mp4_rotation(path, degrees)
+    video = load_video(path, num_frames=5)
+    expected = np.stack([DISPLAY[degrees](f) for f in frames])
+    assert video.frames.shape == expected.shape
+    np.testing.assert_array_equal(video.frames, expected)
+    stored = load_video(path, num_frames=5, autorotate=False)
+    np.testing.assert_array_equal(stored.frames, np.stack(frames))
+
+
+class _FakeDecord:
+    """Just enough of decord's API, decoding with PyAV and, like decord, ignoring rotation."""
+
+    class DECORDError(Exception):
+        pass
+
+    @staticmethod
+    def cpu(index: int) -> int:
+        return index
+
+    class VideoReader:
+        def __init__(self, path: str, ctx: int = 0, num_threads: int = 0, width: int = -1, height: int = -1):
+            with av.open(path) as container:
+                stream = container.streams.video[0]
+                size = {} if width < 0 else {"width": width, "height": height}
+                self.frames = [f.to_ndarray(format="rgb24", **size) for f in container.decode(stream)]
+                self.fps = float(stream.average_rate)
+
+        def __len__(self) -> int:
+            return len(self.frames)
+
+        def get_avg_fps(self) -> float:
+            return self.fps
+
+        def get_batch(self, indices):
+            frames = np.stack([self.frames[i] for i in indices])
+            return type("Batch", (), {"asnumpy": lambda self: frames})()
+
+        def get_frame_timestamp(self, indices):
+            stamps = np.asarray(indices, dtype=np.float64)[..., None] / self.fps
+            return np.concatenate([stamps, stamps + 1 / self.fps], axis=-1)
+
+
+def test_decord_backend_applies_rotation_too(media, monkeypatch):
+    monkeypatch.setitem(sys.modules, "decord", _FakeDecord)
+    frames = _asymmetric_frames(3)
+    path = write_clip(media / "decord-portrait.mp4", 3, codec="libx264rgb", fmt="mp4", pix_fmt="rgb24",
+                      options={"preset": "ultrafast", "qp": "0"}, frames=frames, rotation=90)
+    video = load_video(path, num_frames=3, backend="decord")
+    np.testing.assert_array_equal(video.frames, np.stack([np.rot90(f, 1) for f in frames]))
+    assert load_video(path, num_frames=3, backend="decord", size=(24, 32)).frames.shape == (3, 32, 24, 3)
+    stored = load_video(path, num_frames=3, backend="decord", autorotate=False)
+    np.testing.assert_array_equal(stored.frames, np.stack(frames))
+
+
+def test_rotation_with_resize_and_flip(media):
+    frames = _asymmetric_frames(3)
+    lossless = {"preset": "ultrafast", "qp": "0"}
+    portrait = write_clip(media / "portrait.mp4", 3, codec="libx264rgb", fmt="mp4", options=lossless,
+                          pix_fmt="rgb24", frames=frames, rotation=90)
+    resized = load_video(portrait, num_frames=3, size=(24, 32))  # (W, H) of the displayed frame
+    assert resized.frames.shape == (3, 32, 24, 3)
+    upright = [Image.fromarray(np.ascontiguousarray(np.rot90(f, 1))) for f in frames]
+    reference = np.stack([np.asarray(i.resize((24, 32), Image.Resampling.BICUBIC)) for i in upright])
+    assert np.abs(resized.frames.astype(int) - reference).mean() < 12
+    assert load_video(portrait, num_frames=1, size=32).frames.shape == (1, 32, 32, 3)
+    mirrored = write_clip(media / "mirror.mp4", 3, codec="libx264rgb", fmt="mp4", options=lossless,
+                          pix_fmt="rgb24", frames=frames, hflip=True)
+    mirror_image = np.stack([f[:, ::-1] for f in frames])
+    np.testing.assert_array_equal(load_video(mirrored, num_frames=3).frames, mirror_image)
 
 
 # --- (9) arguments that used to slip through -------------------------------------------------------

@@ -65,6 +65,7 @@ def load_video(
     seed: int | None = None,
     frame_folder_fps: float = 3.0,
     progress: ProgressCallback | None = None,
+    autorotate: bool = True,
 ) -> Video:
     """Sample frames from a video, frame folder, image or in-memory frames.
 
@@ -97,6 +98,9 @@ def load_video(
         progress: Called with ``(frames kept, frames wanted)`` while a video file is decoded
             (from ``(0, n)`` to ``(n, n)``; PyAV reports every kept frame, decord only the end),
             from the decoding thread; see :mod:`videoccam.progress`. Nothing is printed either way.
+        autorotate: Turn video frames upright as the file's display matrix (rotation metadata:
+            phone videos, the mp4 ``tkhd`` matrix) says, as players and ``ffmpeg`` do; ``size``
+            is then the size after turning. ``False`` returns frames as stored.
 
     Returns:
         The sampled frames in time order, with their source indices and timestamps.
@@ -108,10 +112,12 @@ def load_video(
             codecs/containers).
         DecodeTimeoutError: Decoding took longer than ``timeout``.
         SamplingError: Bad sampling arguments (the message names the argument).
-        ConfigError: Bad ``size``, ``timeout`` or ``backend``.
+        ConfigError: Bad ``size``, ``timeout``, ``backend`` or ``autorotate``.
     """
     spec = SamplingSpec(num_frames, sample, fps, max_frames, start, end, seed)
     spec.validate()
+    if not isinstance(autorotate, bool):
+        raise ConfigError(f"autorotate must be True or False, got {autorotate!r}")
     out_size = normalize_size(size)
     _check_timeout(timeout)
     if not (isinstance(frame_folder_fps, (int, float)) and frame_folder_fps > 0):
@@ -137,7 +143,8 @@ def load_video(
     decode = _video_decoder(backend)
 
     def work(deadline: Deadline) -> Video:
-        return _load_path(path, spec, out_size, decode, float(frame_folder_fps), deadline, progress)
+        folder_fps = float(frame_folder_fps)
+        return _load_path(path, spec, out_size, decode, folder_fps, deadline, progress, autorotate)
 
     return _require_frames(_run_with_timeout(work, timeout, str(path)))
 
@@ -150,6 +157,7 @@ def _load_path(
     folder_fps: float,
     deadline: Deadline,
     progress: ProgressCallback | None = None,
+    autorotate: bool = True,
 ) -> Video:
     if not path.exists():
         raise MediaNotFoundError(f"{path}: no such file or directory")
@@ -159,7 +167,7 @@ def _load_path(
         raise MediaDecodeError(f"{path}: file is empty (0 bytes)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return load_image_file(path, spec, size, folder_fps, deadline)
-    return decode(str(path), spec, size, deadline, progress)
+    return decode(str(path), spec, size, deadline, progress, autorotate=autorotate)
 
 
 def _video_decoder(backend: str | None) -> Callable[..., Video]:

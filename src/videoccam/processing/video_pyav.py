@@ -34,7 +34,18 @@ from fractions import Fraction
 import numpy as np
 
 from videoccam.errors import MediaDecodeError, UnsupportedMediaError, VideoCCAMError
-from videoccam.processing.video_common import Deadline, Video, check_frame_size, timeout_error
+from videoccam.processing.video_common import (
+    Deadline,
+    Video,
+    check_frame_size,
+    display_matrix_from_bytes,
+    orient,
+    orientation_from_display_matrix,
+    orientation_from_rotate_tag,
+    stored_size,
+    swaps_axes,
+    timeout_error,
+)
 from videoccam.processing.video_sampling import SamplingSpec
 from videoccam.progress import ProgressCallback
 
@@ -107,14 +118,15 @@ class StreamInfo:
 
 
 def decode_pyav(path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline,
-                progress: ProgressCallback | None = None) -> Video:
+                progress: ProgressCallback | None = None, autorotate: bool = True) -> Video:
     """Decode the frames ``spec`` picks from the video file at ``path`` (see the module docstring);
-    ``progress(kept, wanted)`` after each kept frame."""
+    ``progress(kept, wanted)`` after each kept frame; ``autorotate`` turns frames upright as the
+    display matrix says (``size`` is then the size after turning)."""
     import av
 
     try:
         with av.open(path, timeout=deadline.timeout) as container:
-            return _decode_container(container, path, spec, size, deadline, progress)
+            return _decode_container(container, path, spec, size, deadline, progress, autorotate)
     except VideoCCAMError:  # ours already (DecodeTimeoutError is an OSError: keep it out of the catch-all)
         raise
     except av.error.ExitError as err:  # FFmpeg's I/O interrupt fired: the open/read timeout
@@ -133,17 +145,17 @@ def _reason(err: Exception) -> str:
 
 def _decode_container(
     container, path: str, spec: SamplingSpec, size: tuple[int, int] | None, deadline: Deadline,
-    progress: ProgressCallback | None = None,
+    progress: ProgressCallback | None = None, autorotate: bool = True,
 ) -> Video:
     stream = _video_stream(container, path)
     stream.thread_type = "AUTO"  # FFmpeg frame + slice threads, thread count = cores
     info = _stream_info(container, stream, path, deadline)
     indices = spec.indices(info.total, info.fps, source=path)  # [T], may repeat (mvbench on short clips)
     wanted, inverse = np.unique(indices, return_inverse=True)  # [U] ascending, [T]
-    out_size = size or (info.width, info.height)
     reader = _Reader(container, stream, info, deadline, path)
+    output = _Output(len(wanted), size, info, autorotate, path)
     try:
-        frames, got_indices, got_pts = _collect(reader, wanted, out_size, path, progress)
+        frames, got_indices, got_pts = _collect(reader, wanted, output, path, progress)
     finally:
         reader.close()
     return Video(
@@ -595,8 +607,72 @@ class _Reader:
             logger.debug("%s: left damaged data at %.3f s", self.path, self.damage.pop().start)
 
 
+class _Output:
+    """The returned ``uint8[U, H, W, 3]`` array, allocated at the first kept frame, whose display
+    matrix decides the turn applied to every frame (stored frames are converted, and resized
+    inside FFmpeg's converter, at the size that becomes ``(W, H)`` once turned)."""
+
+    def __init__(self, count: int, size: tuple[int, int] | None, info: StreamInfo, autorotate: bool,
+                 path: str) -> None:
+        self.count, self.size, self.info, self.autorotate, self.path = count, size, info, autorotate, path
+        self.frames: np.ndarray | None = None
+        self.orientation = "none"
+        self._convert_size = (info.width, info.height)
+
+    def convert(self, frame, stream) -> np.ndarray:
+        """``frame`` as an upright ``uint8[H, W, 3]`` RGB array (a view when turned)."""
+        if self.frames is None:
+            self._allocate(frame, stream)
+        width, height = self._convert_size
+        array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)
+        return orient(array, self.orientation)
+
+    def _allocate(self, frame, stream) -> None:
+        if self.autorotate:
+            self.orientation = _frame_orientation(frame, stream, self.path)
+        stored = (self.info.width, self.info.height)
+        shown = self.size or ((stored[1], stored[0]) if swaps_axes(self.orientation) else stored)
+        self._convert_size = stored_size(shown, self.orientation)
+        if self.orientation != "none":
+            logger.debug("%s: display matrix applied (%s)", self.path, self.orientation)
+        self.frames = np.empty((self.count, shown[1], shown[0], 3), dtype=np.uint8)  # [U, H, W, 3]
+
+
+def probe_orientation(path: str, timeout: float | None = None) -> str:
+    """How frames of the video at ``path`` are turned for display (see :func:`_frame_orientation`),
+    from its first decodable frame; ``"none"`` when it cannot be read. For backends that do not
+    apply the display matrix themselves (decord)."""
+    import av
+
+    try:
+        with av.open(path, timeout=timeout) as container:
+            stream = container.streams.video[0]
+            for frame in container.decode(stream):
+                return _frame_orientation(frame, stream, path)
+    except (av.error.FFmpegError, IndexError, OSError) as err:
+        logger.debug("%s: display matrix not read (%s)", path, err)
+    return "none"
+
+
+def _frame_orientation(frame, stream, path: str) -> str:
+    """How to turn frames for display: the frame's display matrix (FFmpeg attaches the stream's,
+    from the mp4 ``tkhd`` box or an H.264 SEI), else an older FFmpeg's ``rotate`` stream tag."""
+    try:
+        entries = list(frame.side_data)
+    except (AttributeError, TypeError):
+        entries = []
+    for entry in entries:
+        kind = getattr(entry.type, "name", str(entry.type))
+        if kind.endswith("DISPLAYMATRIX"):
+            matrix = display_matrix_from_bytes(bytes(entry))
+            if matrix is not None:
+                return orientation_from_display_matrix(matrix, path)
+    tag = (stream.metadata or {}).get("rotate")
+    return orientation_from_rotate_tag(tag, path) if tag else "none"
+
+
 def _collect(
-    reader: _Reader, wanted: np.ndarray, out_size: tuple[int, int], path: str,
+    reader: _Reader, wanted: np.ndarray, output: _Output, path: str,
     progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode the ``wanted`` (ascending, unique) frames; start again from the first frame if the
@@ -607,17 +683,15 @@ def _collect(
     """
     while True:
         try:
-            return _collect_once(reader, wanted, out_size, path, progress)
+            return _collect_once(reader, wanted, output, path, progress)
         except _StampsOutOfOrder as err:
             reader.distrust_stamps(str(err))
 
 
 def _collect_once(
-    reader: _Reader, wanted: np.ndarray, out_size: tuple[int, int], path: str,
+    reader: _Reader, wanted: np.ndarray, output: _Output, path: str,
     progress: ProgressCallback | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    width, height = out_size
-    frames = np.empty((len(wanted), height, width, 3), dtype=np.uint8)  # [U, H, W, 3]
     got_indices = np.empty(len(wanted), dtype=np.int64)
     got_pts = np.empty(len(wanted), dtype=np.int64)
     slot, last, sought = 0, None, -1  # next wanted slot; last decoded (frame, index, stamp); last seek target
@@ -634,17 +708,17 @@ def _collect_once(
         last = (frame, index, stamp)
         if index < target:
             continue  # decoded as a reference only: never converted
-        array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)
+        array = output.convert(frame, reader.stream)  # [H, W, 3]
         while slot < len(wanted) and wanted[slot] <= index:
-            frames[slot], got_indices[slot], got_pts[slot] = array, index, stamp
+            output.frames[slot], got_indices[slot], got_pts[slot] = array, index, stamp
             slot += 1
         report(slot, len(wanted))
     logger.debug("%s: %d frames kept, %d decoded, %d seeks", path, slot, reader.decoded, reader.seeks)
     _report_stand_ins(reader, wanted[:slot], got_indices[:slot], path)
     if slot < len(wanted):
-        _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, path)
+        _fill_from_last(output, reader.stream, got_indices, got_pts, slot, last, wanted, path)
         report(len(wanted), len(wanted))
-    return frames, got_indices, got_pts
+    return output.frames, got_indices, got_pts
 
 
 def _report_stand_ins(reader: _Reader, wanted: np.ndarray, got: np.ndarray, path: str) -> None:
@@ -665,7 +739,7 @@ def _report_stand_ins(reader: _Reader, wanted: np.ndarray, got: np.ndarray, path
         )
 
 
-def _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, path) -> None:
+def _fill_from_last(output, stream, got_indices, got_pts, slot, last, wanted, path) -> None:
     """Stand the last decoded frame in for wanted frames past the real end of the stream."""
     if last is None:
         raise MediaDecodeError(f"{path}: no decodable video frames")
@@ -678,7 +752,7 @@ def _fill_from_last(frames, got_indices, got_pts, slot, last, wanted, out_size, 
         len(wanted) - slot,
         len(wanted),
     )
-    width, height = out_size
-    frames[slot:] = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)
+    array = output.convert(frame, stream)
+    output.frames[slot:] = array
     got_indices[slot:] = index
     got_pts[slot:] = stamp
