@@ -3,8 +3,10 @@
 How a call works:
 
 1. Open the file (``av.open`` with the call's timeout as FFmpeg's I/O timeout) and pick the first
-   video stream. Frame count: ``stream.frames`` when the container stores it (mp4, mov, avi),
-   else ``duration * average_fps`` (mkv, webm), else the number of video packets.
+   video stream. Frame count: ``stream.frames`` for an mp4/mov whose sample table is evenly
+   spaced; for every other file the video packets are demuxed (not decoded) once on a second
+   handle: their number is the count and their sorted pts the frame table that numbers frames
+   (variable frame rates included). Raw streams without timestamps number frames by counting.
 2. Sample the wanted indices (:mod:`.video_sampling`).
 3. Walk the wanted indices in order. Before each one, decide between decoding forward from where
    the decoder is and seeking: seek when a keyframe lies between the current position and the
@@ -12,15 +14,20 @@ How a call works:
    come from the demuxer's index, mp4/mov/avi, or the mkv/webm cues read on the first seek;
    without an index, from the keyframe spacing seen so far). Frames before a wanted one are
    decoded (they are references) but never converted to arrays.
-4. A decoded frame's index is ``round((pts - stream_start) * time_base * average_fps)``; the
-   first frame whose index is ``>=`` the wanted one is kept, so the returned ``indices`` and
-   ``timestamps`` are those of the frames really returned.
+4. A decoded frame's index is its pts's position in the frame table (mp4 with an even sample
+   table: ``round((pts - stream_start) * time_base * average_fps)``; AVI: the dts, as FFmpeg's
+   guessed pts of packed B-frames are off by one); the first frame whose index is ``>=`` the
+   wanted one is kept, so the returned ``indices`` and ``timestamps`` are those of the frames
+   really returned. Frames are turned upright as their display matrix says (``autorotate``).
 5. A seek that lands after the target (MPEG-TS, B-frame streams) or at the end of the stream is
    retried further back, then from the start; a demuxer that refuses to seek (raw ``.h264``)
    is reopened and decoded forward.
-6. If the stream ends before a wanted index (the frame count in the header was too high, or
-   the file is truncated), the last decoded frame is returned in its place (with its own index
-   and timestamp) and a warning is logged. No decodable frame at all is an error.
+6. A packet the decoder rejects (corrupt data) is skipped and frames are dropped up to the next
+   keyframe; a warning names the time range lost, and wanted frames inside it get the next
+   decodable frame (another warning lists them).
+7. If the stream ends before a wanted index (an mp4 header's frame count was too high, or the
+   data after a damage has no keyframe), the last decoded frame is returned in its place (with
+   its own index and timestamp) and a warning is logged. No decodable frame at all is an error.
 """
 
 from __future__ import annotations
