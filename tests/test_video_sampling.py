@@ -94,6 +94,27 @@ def test_fps_without_cap():
     assert indices(300, num_frames=1, sample="fps", fps=1, start=2.5, end=6) == [75, 105, 135, 165]
 
 
+@pytest.mark.parametrize("fps", [1e-300, 5e-324, 1e-9, 0.01])
+def test_fps_below_one_frame_per_clip_keeps_the_first_frame(fps):
+    # 30 / 5e-324 overflows to inf: the step count was 0 and the video came back empty.
+    assert indices(300, num_frames=1, sample="fps", fps=fps) == [0]
+    assert indices(300, num_frames=1, sample="fps", fps=fps, start=2.5, end=6) == [75]
+
+
+@pytest.mark.parametrize("fps", [0, -2.0, float("nan"), float("inf"), -float("inf")])
+def test_fps_must_be_finite_and_positive(fps):
+    with pytest.raises(SamplingError, match="fps"):
+        sample_indices(300, num_frames=1, sample="fps", src_fps=30, fps=fps)
+
+
+def test_a_rule_that_selects_nothing_is_an_error(monkeypatch):
+    import videoccam.processing.video_sampling as sampling
+
+    monkeypatch.setattr(sampling, "uniform_in_range", lambda first, stop, n: np.empty(0, dtype=np.int64))
+    with pytest.raises(SamplingError, match="no frames"):
+        sample_indices(300, num_frames=4, sample="uniform", src_fps=30)
+
+
 def test_fps_with_cap_resamples_uniformly_instead_of_truncating():
     capped = indices(300, num_frames=1, sample="fps", fps=2, max_frames=8)  # 20 frames at 2 fps > 8
     assert capped == [18, 56, 93, 131, 168, 206, 243, 281] == indices(300, num_frames=8, sample="uniform")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from videoccam.constants import DEFAULT_NUM_FRAMES
 from videoccam.errors import (
     ConfigError,
     MediaDecodeError,
@@ -52,7 +53,7 @@ Source = str | os.PathLike | Video | np.ndarray | Sequence[Image.Image | np.ndar
 def load_video(
     source: Source,
     *,
-    num_frames: int = 16,
+    num_frames: int = DEFAULT_NUM_FRAMES,
     sample: str = "uniform",
     fps: float | None = None,
     max_frames: int | None = None,
@@ -64,6 +65,7 @@ def load_video(
     seed: int | None = None,
     frame_folder_fps: float = 3.0,
     progress: ProgressCallback | None = None,
+    autorotate: bool = True,
 ) -> Video:
     """Sample frames from a video, frame folder, image or in-memory frames.
 
@@ -96,44 +98,55 @@ def load_video(
         progress: Called with ``(frames kept, frames wanted)`` while a video file is decoded
             (from ``(0, n)`` to ``(n, n)``; PyAV reports every kept frame, decord only the end),
             from the decoding thread; see :mod:`videoccam.progress`. Nothing is printed either way.
+        autorotate: Turn video frames upright as the file's display matrix (rotation metadata:
+            phone videos, the mp4 ``tkhd`` matrix) says, as players and ``ffmpeg`` do; ``size``
+            is then the size after turning. ``False`` returns frames as stored.
 
     Returns:
         The sampled frames in time order, with their source indices and timestamps.
 
     Raises:
-        MediaNotFoundError: The path does not exist.
+        MediaNotFoundError: The path does not exist, or is empty (``""`` is not read as ``"."``).
         MediaDecodeError: The file is empty, truncated, not media, has no video stream or no
-            decodable frame (:class:`UnsupportedMediaError` for unknown codecs/containers).
+            decodable frame, or no frame was sampled (:class:`UnsupportedMediaError` for unknown
+            codecs/containers).
         DecodeTimeoutError: Decoding took longer than ``timeout``.
         SamplingError: Bad sampling arguments (the message names the argument).
-        ConfigError: Bad ``size``, ``timeout`` or ``backend``.
+        ConfigError: Bad ``size``, ``timeout``, ``backend`` or ``autorotate``.
     """
     spec = SamplingSpec(num_frames, sample, fps, max_frames, start, end, seed)
     spec.validate()
+    if not isinstance(autorotate, bool):
+        raise ConfigError(f"autorotate must be True or False, got {autorotate!r}")
     out_size = normalize_size(size)
     _check_timeout(timeout)
     if not (isinstance(frame_folder_fps, (int, float)) and frame_folder_fps > 0):
         raise SamplingError(f"frame_folder_fps must be a number > 0, got {frame_folder_fps!r}")
     if isinstance(source, Video):
-        return resample_video(source, spec, out_size, Deadline(timeout, str(source.source)))
+        return _require_frames(resample_video(source, spec, out_size, Deadline(timeout, str(source.source))))
     if isinstance(source, np.ndarray):
         _check_frame_array(source)
-        return load_frame_list(
-            source, spec, out_size, float(frame_folder_fps), Deadline(timeout, "<frame array>")
-        )
+        deadline = Deadline(timeout, "<frame array>")
+        return _require_frames(load_frame_list(source, spec, out_size, float(frame_folder_fps), deadline))
     if isinstance(source, (list, tuple)):
-        return load_frame_list(
-            source, spec, out_size, float(frame_folder_fps), Deadline(timeout, "<frame list>")
-        )
+        deadline = Deadline(timeout, "<frame list>")
+        return _require_frames(load_frame_list(source, spec, out_size, float(frame_folder_fps), deadline))
     if not isinstance(source, (str, os.PathLike)):
         raise UnsupportedMediaError(f"cannot load a video from a {type(source).__name__}")
+    if isinstance(source, str) and not source.strip():
+        # Path("") is Path("."): an empty string would silently read the working directory's images.
+        raise MediaNotFoundError(
+            f"source is an empty or blank path ({source!r}); give a video file, image or frame folder "
+            "(\".\" for the current directory)"
+        )
     path = Path(source)
     decode = _video_decoder(backend)
 
     def work(deadline: Deadline) -> Video:
-        return _load_path(path, spec, out_size, decode, float(frame_folder_fps), deadline, progress)
+        folder_fps = float(frame_folder_fps)
+        return _load_path(path, spec, out_size, decode, folder_fps, deadline, progress, autorotate)
 
-    return _run_with_timeout(work, timeout, str(path))
+    return _require_frames(_run_with_timeout(work, timeout, str(path)))
 
 
 def _load_path(
@@ -144,6 +157,7 @@ def _load_path(
     folder_fps: float,
     deadline: Deadline,
     progress: ProgressCallback | None = None,
+    autorotate: bool = True,
 ) -> Video:
     if not path.exists():
         raise MediaNotFoundError(f"{path}: no such file or directory")
@@ -153,7 +167,7 @@ def _load_path(
         raise MediaDecodeError(f"{path}: file is empty (0 bytes)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return load_image_file(path, spec, size, folder_fps, deadline)
-    return decode(str(path), spec, size, deadline, progress)
+    return decode(str(path), spec, size, deadline, progress, autorotate=autorotate)
 
 
 def _video_decoder(backend: str | None) -> Callable[..., Video]:
@@ -172,6 +186,13 @@ def _video_decoder(backend: str | None) -> Callable[..., Video]:
         import_decord()  # fail now, with an install hint, rather than inside the worker
         return decode_decord
     raise ConfigError(f"{origin} must be one of {', '.join(BACKENDS)}; got {backend!r}")
+
+
+def _require_frames(video: Video) -> Video:
+    """A video with no frames is an error here, not a crash later inside the vision encoder."""
+    if len(video) == 0:
+        raise MediaDecodeError(f"{video.source}: no frames were sampled (the source yielded an empty video)")
+    return video
 
 
 def _check_timeout(timeout: float | None) -> None:

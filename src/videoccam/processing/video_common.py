@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import struct
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
 from videoccam.errors import ConfigError, DecodeTimeoutError, MediaDecodeError
+
+logger = logging.getLogger(__name__)
 
 # Largest accepted frame side, in pixels; anything bigger is treated as a corrupt header.
 MAX_SIDE = 16384
@@ -115,3 +121,89 @@ class Deadline:
 
 def timeout_error(source: str, timeout: float | None) -> DecodeTimeoutError:
     return DecodeTimeoutError(f"{source}: decoding took longer than the timeout of {timeout} s")
+
+
+# --- display orientation (rotation metadata) ---------------------------------------------------
+
+# How a stored frame is turned for display, by the names of FFmpeg's filters (``transpose=``
+# cclock, clock, cclock_flip, clock_flip; hflip; vflip; both flips for 180 degrees).
+ORIENTATIONS = ("none", "cclock", "clock", "cclock_flip", "clock_flip", "hflip", "vflip", "rotate180")
+_SWAPS_AXES = frozenset({"cclock", "clock", "cclock_flip", "clock_flip"})
+
+
+def orientation_from_display_matrix(matrix: Sequence[int], source: str = "") -> str:
+    """The turn that shows a frame upright, from its 3x3 display matrix (FFmpeg's ``int32[9]``,
+    16.16 fixed point), decided exactly as the ``ffmpeg`` command line does (``-autorotate``).
+
+    Angles that are not a multiple of 90 degrees are ignored with a warning.
+    """
+    a, b, _, c, d, *_ = (int(v) for v in matrix)
+    scale_x, scale_y = math.hypot(a, c), math.hypot(b, d)
+    if scale_x == 0 or scale_y == 0:
+        return "none"
+    # av_display_rotation_get: the counter-clockwise angle; ffmpeg turns by its negative.
+    ccw = -math.degrees(math.atan2(b / scale_y, a / scale_x))
+    theta = -round(ccw)
+    theta -= 360 * math.floor(theta / 360 + 0.9 / 360)  # into [0, 360)
+    if abs(theta - 90) < 1:
+        return "cclock_flip" if c > 0 else "clock"
+    if abs(theta - 180) < 1:
+        flips = ("h" if a < 0 else "") + ("v" if d < 0 else "")
+        return {"": "none", "h": "hflip", "v": "vflip", "hv": "rotate180"}[flips]
+    if abs(theta - 270) < 1:
+        return "clock_flip" if c < 0 else "cclock"
+    if abs(theta) > 1 and abs(theta - 360) > 1:
+        logger.warning("%s: display rotation of %.1f degrees is not a multiple of 90; ignored", source, theta)
+        return "none"
+    return "vflip" if d < 0 else "none"
+
+
+def orientation_from_rotate_tag(value: str, source: str = "") -> str:
+    """The turn for the ``rotate`` stream tag of older FFmpeg (degrees clockwise)."""
+    try:
+        clockwise = float(value)
+    except ValueError:
+        return "none"
+    radians = math.radians(-clockwise)  # av_display_rotation_set(matrix, clockwise)
+    cos, sin = round(math.cos(radians) * 65536), round(math.sin(radians) * 65536)
+    matrix = [cos, -sin, 0, sin, cos, 0, 0, 0, 1 << 30]
+    return orientation_from_display_matrix(matrix, source)
+
+
+def display_matrix_from_bytes(data: bytes) -> tuple[int, ...] | None:
+    """The nine ``int32`` of an ``AV_FRAME_DATA_DISPLAYMATRIX`` side-data buffer (native byte order)."""
+    if len(data) < 36:
+        return None
+    return struct.unpack("=9i", bytes(data[:36]))
+
+
+def swaps_axes(orientation: str) -> bool:
+    """Whether turning for display swaps width and height (90 and 270 degrees)."""
+    return orientation in _SWAPS_AXES
+
+
+def orient(frames: np.ndarray, orientation: str) -> np.ndarray:
+    """Turn ``frames`` (``[..., H, W, C]``) for display; a view, not a copy."""
+    rows, cols = frames.ndim - 3, frames.ndim - 2
+    if orientation == "none":
+        return frames
+    if orientation == "cclock":
+        return np.rot90(frames, 1, axes=(rows, cols))
+    if orientation == "clock":
+        return np.rot90(frames, -1, axes=(rows, cols))
+    if orientation == "cclock_flip":  # a transpose
+        return np.swapaxes(frames, rows, cols)
+    if orientation == "clock_flip":  # the anti-transpose
+        return np.flip(np.swapaxes(frames, rows, cols), axis=(rows, cols))
+    if orientation == "hflip":
+        return np.flip(frames, axis=cols)
+    if orientation == "vflip":
+        return np.flip(frames, axis=rows)
+    if orientation == "rotate180":
+        return np.flip(frames, axis=(rows, cols))
+    raise ValueError(f"unknown orientation {orientation!r}; expected one of {ORIENTATIONS}")
+
+
+def stored_size(size: tuple[int, int], orientation: str) -> tuple[int, int]:
+    """``(W, H)`` to convert a stored frame to, so that it is ``size`` once turned for display."""
+    return (size[1], size[0]) if swaps_axes(orientation) else size

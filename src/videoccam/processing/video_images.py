@@ -61,7 +61,7 @@ def _sequence(
 
     Frames of differing sizes are resized to the first picked frame's size when ``size`` is None.
     """
-    indices = spec.indices(total, fps, first_index=first_index)  # [T]
+    indices = spec.indices(total, fps, first_index=first_index, source=source)  # [T]
     frames = []
     for index in indices:
         deadline.check()
@@ -224,7 +224,7 @@ def resample_video(
     """
     count = len(video)
     fps = count / video.duration if video.duration > 0 else video.fps
-    picks = spec.indices(count, fps)  # [T] positions in video
+    picks = spec.indices(count, fps, source=str(video.source))  # [T] positions in video
     frames = video.frames[picks]  # [T, H, W, 3]
     if size is not None and size != (frames.shape[2], frames.shape[1]):
         deadline.check()

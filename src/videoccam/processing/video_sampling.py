@@ -97,12 +97,13 @@ def _random_in_range(first: int, stop: int, num_frames: int, rng: np.random.Gene
 
 def _fps_in_range(first: int, stop: int, src_fps: float, fps: float, max_frames: int | None) -> np.ndarray:
     """Frames at ``fps`` from ``first``; re-sampled uniformly over the range when over ``max_frames``."""
-    step = src_fps / fps
+    step = src_fps / fps  # may overflow to inf for a denormal fps: then only the first frame
     if step <= 1:
         indices = np.arange(first, stop, dtype=np.int64)
     else:
-        points = first + step * np.arange(math.ceil((stop - first) / step))  # [m]
-        indices = np.unique(np.round(points).astype(np.int64))
+        count = max(1, math.ceil((stop - first) / step))  # the range's first frame at least
+        points = first + step * np.arange(1, count)  # [m - 1], after the first (no inf * 0)
+        indices = np.unique(np.concatenate([[first], np.round(points)]).astype(np.int64))
         indices = indices[indices < stop]
     if max_frames is not None and len(indices) > max_frames:
         return uniform_in_range(first, stop, max_frames)
@@ -180,14 +181,23 @@ def sample_indices(
     _check_args(total, num_frames, sample, src_fps, fps, max_frames)
     if sample == "mvbench":
         frame_range(total, src_fps, start, end)  # validates the bounds
-        return _mvbench(total, num_frames, src_fps, start, end, first_index)
-    first, stop = frame_range(total, src_fps, start, end)
-    if sample == "uniform":
-        return uniform_in_range(first, stop, num_frames)
-    if sample == "random":
-        return _random_in_range(first, stop, num_frames, rng if rng is not None else np.random.default_rng())
-    assert fps is not None  # checked by _check_args
-    return _fps_in_range(first, stop, src_fps, fps, max_frames)
+        picked = _mvbench(total, num_frames, src_fps, start, end, first_index)
+    else:
+        first, stop = frame_range(total, src_fps, start, end)
+        if sample == "uniform":
+            picked = uniform_in_range(first, stop, num_frames)
+        elif sample == "random":
+            rng = rng if rng is not None else np.random.default_rng()
+            picked = _random_in_range(first, stop, num_frames, rng)
+        else:
+            assert fps is not None  # checked by _check_args
+            picked = _fps_in_range(first, stop, src_fps, fps, max_frames)
+    if len(picked) == 0:  # no rule should get here; a video without frames must never leave this module
+        raise SamplingError(
+            f"sample={sample!r} selected no frames out of {total} (src_fps={src_fps}, fps={fps}, "
+            f"start={start}, end={end})"
+        )
+    return picked
 
 
 def _check_args(
@@ -225,18 +235,26 @@ class SamplingSpec:
         _check_args(1, self.num_frames, self.sample, 1.0, self.fps, self.max_frames)
         frame_range(2**62, 1.0, self.start, self.end)
 
-    def indices(self, total: int, src_fps: float, first_index: int = 0) -> np.ndarray:
-        """:func:`sample_indices` for a source of ``total`` frames at ``src_fps``."""
+    def indices(
+        self, total: int, src_fps: float, first_index: int = 0, source: str | None = None
+    ) -> np.ndarray:
+        """:func:`sample_indices` for a source of ``total`` frames at ``src_fps``; a
+        :class:`SamplingError` names ``source`` when given."""
         rng = np.random.default_rng(self.seed) if self.sample == "random" else None
-        return sample_indices(
-            total,
-            num_frames=self.num_frames,
-            sample=self.sample,
-            src_fps=src_fps,
-            fps=self.fps,
-            max_frames=self.max_frames,
-            start=self.start,
-            end=self.end,
-            rng=rng,
-            first_index=first_index,
-        )
+        try:
+            return sample_indices(
+                total,
+                num_frames=self.num_frames,
+                sample=self.sample,
+                src_fps=src_fps,
+                fps=self.fps,
+                max_frames=self.max_frames,
+                start=self.start,
+                end=self.end,
+                rng=rng,
+                first_index=first_index,
+            )
+        except SamplingError as err:
+            if source is None:
+                raise
+            raise SamplingError(f"{source}: {err}") from err
