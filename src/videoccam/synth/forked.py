@@ -9,6 +9,7 @@ shares with the parent, copy on write. Only the results come back, pickled throu
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import traceback
 from collections.abc import Callable, Sequence
@@ -45,7 +46,7 @@ def run_forked(fn: Callable[..., T], calls: Sequence[tuple], *, workers: int = 1
                 index, args = pending.pop(0)
                 receive, send = context.Pipe(duplex=False)
                 process = context.Process(target=_child, args=(send, fn, args, threads))
-                process.start()
+                _fork(process)
                 send.close()  # the child holds the other end: EOF here when it dies
                 running[receive] = (index, process)
             for pipe in wait(list(running)):
@@ -57,6 +58,22 @@ def run_forked(fn: Callable[..., T], calls: Sequence[tuple], *, workers: int = 1
             process.join()
             pipe.close()
     return results
+
+
+def _fork(process: Any) -> None:
+    """Start ``process`` so that the child never garbage-collects what it inherited.
+
+    Garbage of this process can own native threads that exist here only (a PyAV frame's swscale
+    context with its slice threads): a child that collected it would wait forever on a thread it
+    does not have. So this process's garbage is collected here first, and what is left is frozen
+    (``gc.freeze``) across the fork, out of the child's collector's reach (copy-on-write friendly too).
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        process.start()
+    finally:
+        gc.unfreeze()
 
 
 def _receive(pipe: Connection, process: Any) -> Any:
