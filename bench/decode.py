@@ -21,7 +21,7 @@ own) ``--repeats`` times, the methods taking turns; the table shows the median d
   and stops after the last wanted frame.
 
 ``--calibrate`` measures what a seek costs in decoded-frame equivalents, the number behind
-``SEEK_MIN_SAVING`` in ``video_pyav.py``.
+``SEEK_MIN_SAVING`` in ``video_pyav_reader.py``.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -434,10 +435,8 @@ def test_blocked_open_cannot_hang(tmp_path):
 
     def unblock() -> None:
         """Play the missing writer, so that neither a broken timeout nor the abandoned worker hangs."""
-        try:
+        with contextlib.suppress(OSError):  # no reader left: nothing is blocked
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
-        except OSError:  # no reader left: nothing is blocked
-            pass
 
     watchdog = threading.Timer(10, unblock)
     watchdog.start()
