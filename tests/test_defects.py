@@ -106,7 +106,6 @@ def test_chat_session_accepts_beams():
 
 # (8) a prompt longer than the LLM's positions is refused before any compute
 
-@fixme(8)
 def test_a_prompt_longer_than_the_positions_is_refused():
     model, proc = make_tiny_model(text_config={"max_position_embeddings": 64})
     question = "what happens in the video ? " * 40

@@ -42,3 +42,7 @@ class DecodeTimeoutError(MediaError, TimeoutError):
 
 class SamplingError(MediaError, ValueError):
     """Sampling arguments are invalid (``num_frames < 1``, ``start >= end``, ...)."""
+
+
+class PromptTooLongError(VideoCCAMError, ValueError):
+    """A prompt has more tokens than the LLM has positions (``text_config.max_position_embeddings``)."""

@@ -21,7 +21,7 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 
 from videoccam.configuration import VideoCCAMConfig
-from videoccam.errors import ConfigError
+from videoccam.errors import ConfigError, PromptTooLongError
 from videoccam.generation import VideoCCAMGenerationMixin, VideoCCAMOutput
 from videoccam.hf_compat import CACHE_NAME, pick_cache
 from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, LLMMaskRule, to_hf_attention_mask
@@ -300,6 +300,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
 
         Raises:
             ConfigError: ``frame_block_mask`` with an attention backend that drops custom masks.
+            PromptTooLongError: (a ``ValueError``) at prefill, the prompt is longer than
+                ``text_config.max_position_embeddings``; raised before the vision encoder runs.
             ValueError: a TC option is on and ``inputs_embeds`` come without ``frame_ids`` /
                 ``media_ids`` at prefill, or without ``rope_delta`` at a decode step.
         """
@@ -307,6 +309,14 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
         cache = pick_cache(cache, past_key_values)
         cfg = self.config
+        max_positions = getattr(cfg.text_config, "max_position_embeddings", None)
+        prompt_len = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        if max_positions and prompt_len > max_positions and (cache is None or cache.get_seq_length() == 0):
+            # at prefill, before the vision encoder: the LLM has no position past max_position_embeddings
+            raise PromptTooLongError(
+                f"the prompt has {prompt_len} tokens but the LLM has {max_positions} positions "
+                f"(text_config.max_position_embeddings = {max_positions}); shorten the prompt or use fewer media"
+            )
         temporal = cfg.frame_block_mask or cfg.temporal_rope != "none"
         if cfg.frame_block_mask:
             self._check_mask_backend()  # before any work: the backend may have been switched after init
