@@ -44,7 +44,6 @@ def video_message(text: str) -> list[dict]:
 
 # (1) beams and num_return_sequences: each copy of a prompt sees the whole of its own media item
 
-@fixme(1)
 def test_each_beam_sees_all_the_frames_of_its_item(monkeypatch):
     model, proc = strong_model()
     frames = random_frames(4, seed=1)
@@ -63,7 +62,6 @@ def test_each_beam_sees_all_the_frames_of_its_item(monkeypatch):
     assert torch.equal(pixels, torch.cat([inputs["pixel_values"]] * 2))  # beam 0: f0..f3, beam 1: f0..f3
 
 
-@fixme(1)
 def test_beams_with_precomputed_visual_embeds_equal_beams_with_frames():
     model, proc = strong_model()
     inputs = proc(video_message(Q1), [random_frames(4, seed=2)])
@@ -75,7 +73,6 @@ def test_beams_with_precomputed_visual_embeds_equal_beams_with_frames():
     assert torch.equal(model.generate(**text, visual_embeds=visual, **beams), expected)
 
 
-@fixme(1)
 @pytest.mark.parametrize("precomputed", [False, True])
 def test_sampled_return_sequences_equal_a_batch_of_copies(precomputed):
     """n sampled answers of one prompt = one sampled answer each of n copies of it, same seed."""
@@ -95,7 +92,6 @@ def test_sampled_return_sequences_equal_a_batch_of_copies(precomputed):
     assert torch.equal(model.generate(**one, num_return_sequences=2, **sampling), expected)
 
 
-@fixme(1)
 def test_chat_session_accepts_beams():
     model, proc = strong_model()
     frames = random_frames(4, seed=4)

@@ -18,6 +18,7 @@ from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 
 from videoccam.hf_compat import CACHE_NAME, OTHER_CACHE_NAME
+from videoccam.media_expansion import MEDIA_KEYS, expand_media, items_per_prompt
 from videoccam.processing.video import Video
 from videoccam.projector import ProjectorOutput
 
@@ -82,6 +83,32 @@ class VideoCCAMGenerationMixin(GenerationMixin):
         if not kwargs.get("is_first_iteration", False) and kwargs.get("use_cache", True):
             model_inputs.pop("visual_embeds", None)
         return model_inputs
+
+    def _expand_inputs_for_generation(self, expand_size: int = 1, is_encoder_decoder: bool = False,
+                                      input_ids: torch.LongTensor | None = None,
+                                      **model_kwargs: Any) -> tuple[torch.LongTensor | None, dict[str, Any]]:
+        """GenerationMixin hook: copy each prompt's media items whole for beams / ``num_return_sequences``.
+
+        ``generate`` repeats tensors row by row, which is right for ``input_ids`` ``[B, S]`` but would
+        repeat ``pixel_values`` ``[N, 3, H, W]`` frame by frame. The media (``pixel_values`` +
+        ``frame_counts``, or ``visual_embeds``) are taken out, each prompt's items (its placeholder
+        tokens / Q) copied ``expand_size`` times in the order of the copied rows, and the rest is
+        expanded by ``GenerationMixin``.
+        """
+        if expand_size == 1:
+            return input_ids, model_kwargs
+        media = {key: model_kwargs.pop(key) for key in MEDIA_KEYS if model_kwargs.get(key) is not None}
+        if media and input_ids is not None and input_ids.shape[1] > 0:
+            cfg = self.config
+            items = items_per_prompt(input_ids, (cfg.image_token_id, cfg.video_token_id),
+                                     cfg.num_visual_tokens)  # [B] media items per prompt
+            media = expand_media(media, items, expand_size)
+        # else: no placeholders to read (inputs_embeds only): forward does not use the media, keep them as given
+        input_ids, model_kwargs = super()._expand_inputs_for_generation(
+            expand_size=expand_size, is_encoder_decoder=is_encoder_decoder, input_ids=input_ids, **model_kwargs
+        )
+        model_kwargs.update(media)
+        return input_ids, model_kwargs
 
     def _update_model_kwargs_for_generation(self, outputs: ModelOutput, model_kwargs: dict[str, Any],
                                             *args: Any, **kwargs: Any) -> dict[str, Any]:
