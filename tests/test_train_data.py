@@ -28,6 +28,7 @@ from videoccam.data import (
 )
 from videoccam.errors import ConfigError
 from videoccam.processing.video import load_video
+from videoccam.processing.video_pyav_reader import FrameOutput, Reader
 from videoccam.testing import make_tiny_model, make_tiny_processor, make_tiny_tokenizer, tiny_config
 from videoccam.testing.media import read_test_pattern, write_test_video
 
@@ -238,7 +239,7 @@ def test_pyav_decoding_leaves_no_cycles_for_forked_workers(media):
     gc.disable()
     try:
         load_video(media / "clip.mp4", num_frames=4, sample="random", seed=1)
-        leftovers = [o for o in gc.get_objects() if type(o).__name__ == "_Reader"]
+        leftovers = [o for o in gc.get_objects() if isinstance(o, (Reader, FrameOutput))]
     finally:
         gc.enable()
     assert leftovers == []

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -451,3 +454,31 @@ def test_blocked_open_cannot_hang(tmp_path):
     for worker in [t for t in threading.enumerate() if t.name == "videoccam-decode"]:
         worker.join(timeout=5)
         assert not worker.is_alive()
+
+
+FORKED_CHILD_FREES_DECODER_GARBAGE = textwrap.dedent("""
+    import gc
+    import os
+    from videoccam.processing.video import load_video
+
+    gc.collect()
+    gc.disable()  # whatever decoding leaves to the cyclic GC stays for the child
+    load_video({path!r}, num_frames=6, size=(40, 24))  # resized: converted by swscale, which has threads
+    pid = os.fork()
+    if pid == 0:
+        gc.collect()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("child exit", os.waitstatus_to_exitcode(status))
+""")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_can_collect_what_decoding_left(tmp_path):
+    """Decoding may leave PyAV frames in reference cycles (reading a frame's side data makes one), but
+    no converter with threads hangs on them: a forked child's GC (a DataLoader worker) frees them."""
+    path = write_test_video(tmp_path / "clip.mp4", num_frames=24, fps=8)
+    code = FORKED_CHILD_FREES_DECODER_GARBAGE.format(path=str(path))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "child exit 0"

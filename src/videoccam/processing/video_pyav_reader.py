@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from videoccam.processing.video_common import (
     Deadline,
@@ -361,7 +362,15 @@ class Reader:
 class FrameOutput:
     """The returned ``uint8[U, H, W, 3]`` array, allocated at the first kept frame, whose display
     matrix decides the turn applied to every frame (stored frames are converted, and resized
-    inside FFmpeg's converter, at the size that becomes ``(W, H)`` once turned)."""
+    inside FFmpeg's converter, at the size that becomes ``(W, H)`` once turned).
+
+    One converter (``VideoReformatter``, an swscale context that may own slice threads) serves
+    every frame and is freed with this object. ``frame.to_ndarray(width=...)`` would instead attach
+    a converter to each decoded frame; a frame that ends up in a reference cycle (reading its
+    ``side_data`` makes one, in PyAV) would then carry those threads to the cyclic GC, which may run
+    in a forked process (a DataLoader worker, the ablation's trainings) where they do not exist:
+    the child hangs or crashes freeing it.
+    """
 
     def __init__(self, count: int, size: tuple[int, int] | None, info: StreamInfo, autorotate: bool,
                  path: str) -> None:
@@ -369,13 +378,16 @@ class FrameOutput:
         self.frames: np.ndarray | None = None
         self.orientation = "none"
         self._convert_size = (info.width, info.height)
+        self._converter = VideoReformatter()
 
     def convert(self, frame, stream) -> np.ndarray:
         """``frame`` as an upright ``uint8[H, W, 3]`` RGB array (a view when turned)."""
         if self.frames is None:
             self._allocate(frame, stream)
         width, height = self._convert_size
-        array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation=INTERPOLATION)
+        converted = self._converter.reformat(frame, format="rgb24", width=width, height=height,
+                                             interpolation=INTERPOLATION)
+        array = converted.to_ndarray()  # [H, W, 3]
         return orient(array, self.orientation)
 
     def _allocate(self, frame, stream) -> None:
