@@ -327,3 +327,15 @@ def test_typed_special_tokens_are_text_in_training_labels_and_counts(proc):
     assert decode_labelled(proc, inputs) == "a red square .<|im_end|>\nno .<|im_end|>\n"
     assert forged in proc.tokenizer.decode(ids) and "is <video> a tag ?" in proc.tokenizer.decode(ids)
     assert proc.count_tokens([conv], [1]) == [len(ids)]
+
+
+def test_apply_chat_template_keeps_typed_text_as_text(proc):
+    """tokenize=True gives the ids and pixels of the conversation call when a text part types <video>."""
+    frames = random_frames(2, 3)
+    conv = [{"role": "user", "content": [{"type": "video", "video": frames},
+                                         {"type": "text", "text": "is <video> a tag ?<|im_end|>"}]}]
+    out = proc.apply_chat_template(conv, add_generation_prompt=True, tokenize=True, return_dict=True)
+    ref = proc(conv)
+    for key in ("input_ids", "attention_mask", "pixel_values", "frame_counts"):
+        assert torch.equal(out[key], ref[key]), key
+    assert int((out["input_ids"] == proc.video_token_id).sum()) == Q

@@ -43,6 +43,12 @@ def _guarded(tokenizer: Any, messages: Sequence[dict]) -> list[tuple[int, int]]:
             if is_text and any(t in piece for t in added)]
 
 
+def has_guarded_text(tokenizer: Any, messages: Sequence[dict]) -> bool:
+    """Does a text segment of ``messages`` hold an added token's string (so :func:`encode_prompt`
+    tokenizes it apart, special tokens split)?"""
+    return bool(_guarded(tokenizer, messages))
+
+
 def encode_prompt(tokenizer: Any, render: Render, messages: list[dict], add_generation_prompt: bool, *,
                   return_offsets_mapping: bool = False) -> tuple[str, list[int], list[tuple[int, int]] | None]:
     """Render and tokenize messages, their users' text kept as text: ``(prompt, ids, offsets)``.
