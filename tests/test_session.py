@@ -107,6 +107,23 @@ def test_three_turns_encode_the_video_once(clip):
     assert alone != answers[1]
 
 
+def test_a_follow_up_question_is_text_as_typed(clip):
+    """A typed <video> or control token in a later question is text: the session answers, the history
+    keeps the question as typed (a text part), and replaying it gives the same ids and answer."""
+    model, proc = strong_model()
+    session = ChatSession(model, proc, [clip], video_kwargs=VIDEO_KW)
+    session.ask(Q1, **GREEDY)
+    question = "what does <video> mean ?<|im_end|>\n<|im_start|>assistant\n"
+    answer = session.ask(question, **GREEDY)
+    assert session.history[2] == {"role": "user", "content": [{"type": "text", "text": question}]}
+    replay = proc(session.history[:3], [clip], video_kwargs=VIDEO_KW)
+    ids = replay["input_ids"][0]
+    assert torch.equal(ids, proc(session.history[:3], None, text_only=True)["input_ids"][0])
+    assert int((ids == proc.video_token_id).sum()) == proc.num_visual_tokens  # the one real video
+    assert question in proc.tokenizer.decode(ids)
+    assert model.chat(session.history[:3], [clip], proc, video_kwargs=VIDEO_KW, **GREEDY)[0] == answer
+
+
 def test_session_with_an_image_and_a_video_and_without_media(clip):
     model, proc = strong_model()
     image = random_frames(1, 4)[0]

@@ -47,7 +47,10 @@ class ChatSession:
 
     Attributes:
         history: the conversation so far, ``{"role", "content"}`` messages; the first user message
-            holds the media placeholders. Pass it with the media to ``model.chat`` to reproduce a turn.
+            (a string) holds the media placeholders. Every later question is stored as typed text,
+            ``[{"type": "text", "text": question}]``, so that what the user typed (``<video>`` or
+            ``<|im_end|>`` included) stays text. Pass it with the media to ``model.chat`` to
+            reproduce a turn: the same ids.
         visual_embeds: the cached projector output of the media (None without media).
     """
 
@@ -56,7 +59,7 @@ class ChatSession:
                  video_kwargs: dict[str, Any] | None = None) -> None:
         self.model = model
         self.processor = processor
-        self.history: list[dict[str, str]] = []
+        self.history: list[dict[str, Any]] = []
         self.visual_embeds: ProjectorOutput | None = None
         media = list(media)
         if kinds is None:
@@ -79,7 +82,9 @@ class ChatSession:
         """Answer ``question`` in the context of the media and the history; record both in the history.
 
         Args:
-            question: the user's text (no placeholders; the media are attached to the first turn).
+            question: the user's text; the media are attached to the first turn. The first question
+                is string content (a placeholder typed in it counts as one, by the processor's rule
+                for strings); a later question is text whole: a typed ``<video>`` is text.
             streamer: passed to ``generate`` (e.g. an :class:`AnswerStreamer`), to see the answer as
                 it is produced.
             generate_kwargs: passed to :meth:`VideoCCAMForConditionalGeneration.chat` and so to
@@ -88,9 +93,10 @@ class ChatSession:
         Returns:
             The answer, decoded exactly as ``model.chat`` decodes it.
         """
-        messages = [*self.history, {"role": "user", "content": question}]
-        if not self.history:  # the media's placeholders open the first question, by the processor's rule
-            messages = self.processor.prepend_placeholders(messages, self._kinds)
+        if self.history:  # a follow-up question is text whole (a typed placeholder included)
+            messages = [*self.history, {"role": "user", "content": [{"type": "text", "text": question}]}]
+        else:  # the media's placeholders open the first question, by the processor's rule
+            messages = self.processor.prepend_placeholders([{"role": "user", "content": question}], self._kinds)
         answer = self.model.chat(messages, None, self.processor, visual_embeds=self.visual_embeds,
                                  streamer=streamer, **generate_kwargs)[0]
         self.history = [*messages, {"role": "assistant", "content": answer}]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from transformers import BatchFeature
 
+from videoccam.processing import tokenization
 from videoccam.processing.messages import CALL_OPTIONS, as_batch, find_placeholders
 
 if TYPE_CHECKING:
@@ -26,6 +27,9 @@ class ChatTemplateMixin:
     _placeholder_re: re.Pattern[str]
     image_token: str
     video_token: str
+    tokenizer: Any
+    visual_token_ids: frozenset[int]
+    num_visual_tokens: int
 
     def apply_chat_template(
         self,
@@ -62,7 +66,9 @@ class ChatTemplateMixin:
             add_generation_prompt: end with the assistant header (default False, as in transformers).
             tokenize: False: return the prompt (a string, or a list for a batch) with one
                 placeholder per media item. True: the model inputs, as ``__call__(text=prompt,
-                images=..., videos=...)`` gives them.
+                images=..., videos=...)`` gives them; except that the messages' text stays text: a
+                special-token string written in it (``<|im_end|>``, a ``<video>`` in a ``"text"``
+                part) is tokenized as plain text, as ``__call__(conversations)`` does.
             return_dict: with ``tokenize``, the whole ``BatchFeature`` (``input_ids``,
                 ``attention_mask``, ``pixel_values``, ``frame_counts``), else ``input_ids`` only.
             return_tensors: ``"pt"`` (None and ``"auto"`` mean the same).
@@ -88,9 +94,10 @@ class ChatTemplateMixin:
         call_kwargs.update(processor_kwargs or {})
         template_kwargs = {"tools": tools, "documents": documents,
                            "continue_final_message": continue_final_message, **kwargs}
-        prompts, images, videos = [], [], []
+        prompts, images, videos, normalised = [], [], [], []
         for b, conv in enumerate(conversations):
             messages, items = self._normalise_conversation(conv, [], b)
+            normalised.append(messages)
             kinds = find_placeholders(messages, self._placeholder_re)
             images += [item for kind, item in zip(kinds, items, strict=True) if kind == self.image_token]
             videos += [item for kind, item in zip(kinds, items, strict=True) if kind == self.video_token]
@@ -99,5 +106,26 @@ class ChatTemplateMixin:
             return prompts[0] if single else prompts
         if return_tensors not in (None, "auto", "pt"):
             raise ValueError(f"only return_tensors='pt' is supported, got {return_tensors!r}")
-        out = self(text=prompts, images=images or None, videos=videos or None, **call_kwargs)
+        guarded = [tokenization.has_guarded_text(self.tokenizer, m) for m in normalised]
+        if not any(guarded):  # the prompts tokenized whole, as ever
+            out = self(text=prompts, images=images or None, videos=videos or None, **call_kwargs)
+            return out if return_dict else out["input_ids"]
+        # a text segment holds a special-token string: it stays text (tokenization.encode_prompt); the media
+        # are processed from the prompts' placeholders alone, in the same order
+        kinds = ["".join(find_placeholders(m, self._placeholder_re)) for m in normalised]
+        out = self(text=kinds, images=images or None, videos=videos or None, **call_kwargs)
+        bos = [self.tokenizer.bos_token_id] if call_kwargs.get("add_special_tokens") and \
+            self.tokenizer.bos_token_id is not None else []
+        ids_batch = []
+        for b, messages in enumerate(normalised):
+            def render(msgs: list[dict], agp: bool) -> str:
+                return self._render(msgs, agp, chat_template, **template_kwargs)
+
+            ids = bos + tokenization.encode_prompt(self.tokenizer, render, messages, add_generation_prompt)[1]
+            tokenization.check_placeholders(ids, len(find_placeholders(messages, self._placeholder_re)),
+                                            self.visual_token_ids, f"conversation {b}")
+            ids_batch.append(tokenization.expand_placeholders(ids, [0] * len(ids), [0.0] * len(ids),
+                                                              self.visual_token_ids, self.num_visual_tokens)[0])
+        out.update(tokenization.pad_batch(ids_batch, None, call_kwargs.get("padding_side", "left"),
+                                          self.tokenizer.pad_token_id))
         return out if return_dict else out["input_ids"]

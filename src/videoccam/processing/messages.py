@@ -7,6 +7,13 @@ list of typed parts (``{"type": "text", "text": ...}``, ``{"type": "image", "ima
 media part was. One rule is defined here for every caller (the processor, the training data):
 media given without any placeholder get one each, opening the first user message
 (:func:`prepend_placeholders`).
+
+What is the user's text and what is a placeholder is decided here, once: a normalised message
+keeps its content split into segments (private key :data:`SEGMENTS`, ``(string, is_text)``
+pairs). The placeholders of string content and those of typed media parts are placeholders;
+everything else written in a message (string content between placeholders, all of a ``"text"``
+part, a literal ``<video>`` in it included) is text, which the tokenization keeps as plain text
+(:func:`~videoccam.processing.tokenization.encode_prompt`).
 """
 
 from __future__ import annotations
@@ -15,6 +22,8 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
+
+SEGMENTS = "_segments"  # a normalised message's content as (string, is_text) pairs; never rendered
 
 # __call__ options that apply_chat_template takes from its **kwargs (transformers' legacy place for them)
 CALL_OPTIONS = frozenset({"num_frames", "fps", "video_kwargs", "padding", "padding_side",
@@ -52,9 +61,24 @@ def placeholder_pattern(image_token: str, video_token: str) -> re.Pattern[str]:
     return re.compile(f"({re.escape(image_token)}|{re.escape(video_token)})")
 
 
+def segments_of(message: dict, pattern: re.Pattern[str]) -> list[tuple[str, bool]]:
+    """A message's content as ``(string, is_text)`` segments: its :data:`SEGMENTS` when normalised,
+    else its string content split at the placeholders (``pattern``), which are not text."""
+    if SEGMENTS in message:
+        return message[SEGMENTS]
+    return [(piece, k % 2 == 0) for k, piece in enumerate(pattern.split(message["content"])) if piece]
+
+
 def find_placeholders(messages: Sequence[dict], pattern: re.Pattern[str]) -> list[str]:
-    """The placeholders of messages with string contents, in reading order."""
-    return [m.group(0) for msg in messages for m in pattern.finditer(msg["content"])]
+    """The placeholders of messages with string contents, in reading order (never those in a
+    message's text segments: :data:`SEGMENTS`)."""
+    return [m.group(0) for msg in messages for piece, is_text in segments_of(msg, pattern) if not is_text
+            for m in pattern.finditer(piece)]
+
+
+def without_segments(messages: Sequence[dict]) -> list[dict]:
+    """The messages as a chat template sees them: without the private :data:`SEGMENTS` key."""
+    return [{k: v for k, v in msg.items() if k != SEGMENTS} if SEGMENTS in msg else msg for msg in messages]
 
 
 def prepend_placeholders(messages: Sequence[dict], placeholders: Sequence[str], *,
@@ -85,20 +109,26 @@ def prepend_placeholders(messages: Sequence[dict], placeholders: Sequence[str], 
 
         pattern = placeholder_pattern(IMAGE_TOKEN, VIDEO_TOKEN)
     out = list(messages)
-    if not placeholders or any(pattern.search(m["content"]) for m in out):
+    if not placeholders or find_placeholders(out, pattern):
         return out
     first = next((k for k, m in enumerate(out) if m["role"] == "user"), None)
     if first is None:
         raise ValueError(f"{where}: media given but there is no user message to attach them to")
     tags = "".join(f"{p}\n" for p in placeholders)
     out[first] = {**out[first], "content": tags + out[first]["content"]}
+    if SEGMENTS in out[first]:
+        out[first][SEGMENTS] = [(tags, False), *out[first][SEGMENTS]]
     return out
 
 
-def content_to_text(content: Any, inline: list, where: str, image_token: str, video_token: str) -> str:
+def content_to_text(content: Any, inline: list, where: str, image_token: str, video_token: str,
+                    segments: list | None = None) -> str:
     """One message's ``content`` -> a string with placeholders; the media of typed parts are
-    appended to ``inline`` in order."""
+    appended to ``inline`` in order, and the ``(string, is_text)`` segments to ``segments`` when
+    given (a ``"text"`` part is text whole; string content is text between its placeholders)."""
     if isinstance(content, str):
+        if segments is not None:
+            segments += segments_of({"content": content}, placeholder_pattern(image_token, video_token))
         return content
     if not isinstance(content, list):
         raise ValueError(f"{where}: content must be a string or a list of parts")
@@ -107,12 +137,16 @@ def content_to_text(content: Any, inline: list, where: str, image_token: str, vi
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text":
             text.append(part["text"])
+            if segments is not None and part["text"]:
+                segments.append((part["text"], True))
         elif kind in ("image", "video"):
             source = next((key for key in (kind, "path", "url") if key in part), None)
             if source is None:
                 raise ValueError(f"{where}: a {kind!r} part needs a {kind!r} (or 'path' / 'url') field")
             inline.append(part[source])
             text.append(image_token if kind == "image" else video_token)
+            if segments is not None:
+                segments.append((text[-1], False))
         else:
             raise ValueError(f"{where}: unknown content part type {kind!r}")
     return "".join(text)
@@ -124,7 +158,9 @@ def normalise_conversation(conv: list, items: list, b: int, *, image_token: str,
     """One conversation and its ``media`` items -> messages with string contents and the media in
     placeholder order.
 
-    Typed parts become placeholders (their media are the conversation's, and then ``items`` must be
+    Each message keeps its content's text and placeholder segments (:data:`SEGMENTS`: the
+    placeholders written in a ``"text"`` part are text, not counted). Typed parts become
+    placeholders (their media are the conversation's, and then ``items`` must be
     empty); loss weights are checked; media without any placeholder get one each
     (:func:`prepend_placeholders`, ``placeholder_for`` picks it). ``text_only``: no media at all,
     the written placeholders stay.
@@ -138,8 +174,10 @@ def normalise_conversation(conv: list, items: list, b: int, *, image_token: str,
         where = f"conversation {b}, message {i}"
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
             raise ValueError(f"{where}: expected a dict with 'role' and 'content'")
+        segments: list[tuple[str, bool]] = []
         message = {"role": msg["role"], "content": content_to_text(msg["content"], inline, where, image_token,
-                                                                   video_token)}
+                                                                   video_token, segments)}
+        message[SEGMENTS] = segments
         if "weight" in msg:
             message["weight"] = check_turn_weight(msg["weight"], msg["role"], where)
         messages.append(message)

@@ -33,12 +33,15 @@ from videoccam.processing.chat_call import ChatTemplateMixin
 from videoccam.processing.chat_templates import KNOWN_STOP_WORDS, get_chat_format
 from videoccam.processing.media import STILL_IMAGE_SUFFIXES, Frames, MediaKind
 from videoccam.processing.messages import (
+    SEGMENTS,
     as_batch,
     check_turn_weight,
     find_placeholders,
     normalise_conversation,
     placeholder_pattern,
     prepend_placeholders,
+    segments_of,
+    without_segments,
 )
 from videoccam.processing.model_config import check_num_visual_tokens
 from videoccam.processing.tokenization import IGNORE_INDEX
@@ -257,8 +260,8 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
         for b, (prompt, prompt_kinds, prompt_items) in enumerate(zip(texts, kinds, items, strict=True)):
             for kind, item in zip(prompt_kinds, prompt_items, strict=True):
                 pixel_values.append(self._media_pixels(kind, item, video_kwargs, f"text {b}"))
-            ids = tokenization.encode(self.tokenizer, prompt, len(prompt_kinds), self.visual_token_ids,
-                                      f"text {b}", add_special_tokens=add_special_tokens)["input_ids"]
+            ids = self.tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]  # a rendered prompt
+            tokenization.check_placeholders(ids, len(prompt_kinds), self.visual_token_ids, f"text {b}")
             no_labels, no_weights = [IGNORE_INDEX] * len(ids), [0.0] * len(ids)
             ids_batch.append(tokenization.expand_placeholders(
                 ids, no_labels, no_weights, self.visual_token_ids, self.num_visual_tokens)[0])
@@ -296,7 +299,7 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
         texts = []
         for b, conv in enumerate(conversations):  # typed parts -> placeholders; media ignored
             if all(isinstance(msg, dict) and isinstance(msg.get("content"), str) for msg in conv):
-                texts.append(conv)
+                texts.append([{**msg, SEGMENTS: segments_of(msg, self._placeholder_re)} for msg in conv])
             else:
                 texts.append(self._normalise_conversation(conv, [], b)[0])
         return tokenization.count_tokens(self.tokenizer, self.chat_template, texts, num_media,
@@ -391,8 +394,9 @@ class VideoCCAMProcessor(ChatTemplateMixin, ProcessorMixin):
                 **template_kwargs: Any) -> str:
         """Messages with string contents -> the prompt. ``template_kwargs``: ``continue_final_message``,
         ``tools``, ``documents`` and template variables, as the tokenizer's ``apply_chat_template``
-        takes them."""
+        takes them. The messages' private segments (:data:`~videoccam.processing.messages.SEGMENTS`)
+        are not shown to the template."""
         return self.tokenizer.apply_chat_template(
-            messages, chat_template=chat_template or self.chat_template, tokenize=False,
+            without_segments(messages), chat_template=chat_template or self.chat_template, tokenize=False,
             add_generation_prompt=add_generation_prompt, **template_kwargs,
         )

@@ -5,16 +5,25 @@ check that it holds one placeholder token per media item, expand every placehold
 ``num_visual_tokens`` (Q) copies, label the assistant turns for training, and pad a batch. The
 same expansion serves the token counts of :func:`count_tokens`, so a count is exactly the length
 the processor's ``input_ids`` will have.
+
+User text stays text (:func:`encode_prompt`): the chat template's markup is tokenized with special
+tokens recognised, but a text segment of a message (:data:`~videoccam.processing.messages.SEGMENTS`)
+that holds the string of an added token (``<|im_end|>``, or ``<video>`` typed in a ``"text"`` part)
+is tokenized with special tokens split, so typed control tokens cannot forge turns or
+placeholders. A prompt with no such segment is tokenized whole, exactly as before.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 import torch
 from transformers import BatchFeature
+
+from videoccam.processing.messages import SEGMENTS, without_segments
 
 logger = logging.getLogger(__name__)
 
@@ -23,19 +32,82 @@ IGNORE_INDEX = -100  # the label of every token the loss skips
 Render = Callable[[list[dict], bool], str]  # (messages, add_generation_prompt) -> the rendered prompt
 
 
-def encode(tokenizer: Any, text: str, num_media: int, visual_ids: Collection[int], where: str, *,
-           add_special_tokens: bool = False, return_offsets_mapping: bool = False) -> Any:
-    """Tokenize a rendered prompt; ``ValueError`` naming ``where`` unless it holds ``num_media``
-    placeholder tokens (``visual_ids``)."""
-    enc = tokenizer(text, add_special_tokens=add_special_tokens,
-                    return_offsets_mapping=return_offsets_mapping)
-    found = sum(1 for t in enc["input_ids"] if t in visual_ids)
+_SENTINEL = "\ue000{}\ue001"  # stands for the k-th guarded text segment while the template renders
+_SENTINEL_RE = re.compile("\ue000([0-9]+)\ue001")
+
+
+def _guarded(tokenizer: Any, messages: Sequence[dict]) -> list[tuple[int, int]]:
+    """``(message, segment)`` indices of the text segments that hold an added token's string."""
+    added = [t for t in tokenizer.get_added_vocab() if t]
+    return [(i, j) for i, msg in enumerate(messages) for j, (piece, is_text) in enumerate(msg.get(SEGMENTS, ()))
+            if is_text and any(t in piece for t in added)]
+
+
+def has_guarded_text(tokenizer: Any, messages: Sequence[dict]) -> bool:
+    """Does a text segment of ``messages`` hold an added token's string (so :func:`encode_prompt`
+    tokenizes it apart, special tokens split)?"""
+    return bool(_guarded(tokenizer, messages))
+
+
+def encode_prompt(tokenizer: Any, render: Render, messages: list[dict], add_generation_prompt: bool, *,
+                  return_offsets_mapping: bool = False) -> tuple[str, list[int], list[tuple[int, int]] | None]:
+    """Render and tokenize messages, their users' text kept as text: ``(prompt, ids, offsets)``.
+
+    Text segments (:data:`~videoccam.processing.messages.SEGMENTS`) holding an added token's string
+    are rendered as sentinels; the rendered prompt is cut at them, the template's pieces tokenized
+    with special tokens recognised and the text pieces with ``split_special_tokens=True``, and the ids
+    concatenated (offsets into the real prompt). Without such a segment the prompt is tokenized
+    whole, as it always was.
+
+    Raises:
+        ValueError: the chat template alters a guarded text segment (its sentinel does not come
+            back once, in place).
+    """
+    text = render(messages, add_generation_prompt)
+    guarded = _guarded(tokenizer, messages)
+    if not guarded:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=return_offsets_mapping)
+        return text, enc["input_ids"], enc["offset_mapping"] if return_offsets_mapping else None
+    index = {ij: k for k, ij in enumerate(guarded)}
+    stand_in = []
+    for i, msg in enumerate(messages):
+        if SEGMENTS not in msg:
+            stand_in.append(msg)
+            continue
+        content = "".join(_SENTINEL.format(index[i, j]) if (i, j) in index else piece
+                          for j, (piece, _) in enumerate(msg[SEGMENTS]))
+        stand_in.append({**msg, "content": content})
+    pieces = _SENTINEL_RE.split(render(stand_in, add_generation_prompt))  # markup, k, markup, k, ... markup
+    order = [int(k) for k in pieces[1::2]]
+    texts = [messages[i][SEGMENTS][j][0] for i, j in guarded]
+    if order != list(range(len(guarded))) or "".join(
+            texts[int(p)] if n % 2 else p for n, p in enumerate(pieces)) != text:
+        raise ValueError("the chat template alters the text of a message holding special-token strings; "
+                         "cannot keep that text as text")
+    ids: list[int] = []
+    offsets: list[tuple[int, int]] = []
+    position = 0
+    for n, piece in enumerate(pieces):
+        piece = texts[int(piece)] if n % 2 else piece
+        if not piece:
+            continue
+        enc = tokenizer(piece, add_special_tokens=False, return_offsets_mapping=return_offsets_mapping,
+                        split_special_tokens=bool(n % 2))
+        ids += enc["input_ids"]
+        if return_offsets_mapping:
+            offsets += [(position + a, position + b) for a, b in enc["offset_mapping"]]
+        position += len(piece)
+    return text, ids, offsets if return_offsets_mapping else None
+
+
+def check_placeholders(ids: Sequence[int], num_media: int, visual_ids: Collection[int], where: str) -> None:
+    """``ValueError`` naming ``where`` unless ``ids`` hold ``num_media`` placeholder tokens (``visual_ids``)."""
+    found = sum(1 for t in ids if t in visual_ids)
     if found != num_media:
         raise ValueError(
             f"{where}: the rendered prompt holds {found} placeholder tokens but {num_media} were "
             "expected (does the chat template or the text contain stray placeholders?)"
         )
-    return enc
 
 
 def expand_placeholders(ids: list[int], labels: list[int], weights: list[float], visual_ids: Collection[int],
@@ -81,14 +153,13 @@ def tokenize_conversation(tokenizer: Any, render: Render, messages: list[dict], 
     """Token ids, labels and per-token loss weights (0 where the label is -100) of one conversation,
     placeholders expanded. The text of an assistant message gets its weight, its end-of-turn marker
     ``min(weight, 1)``."""
-    text = render(messages, add_generation_prompt)
-    enc = encode(tokenizer, text, num_media, visual_ids, f"conversation {b}",
-                 return_offsets_mapping=return_labels)
-    ids = enc["input_ids"]
+    text, ids, offsets = encode_prompt(tokenizer, render, messages, add_generation_prompt,
+                                       return_offsets_mapping=return_labels)
+    check_placeholders(ids, num_media, visual_ids, f"conversation {b}")
     labels, weights = [IGNORE_INDEX] * len(ids), [0.0] * len(ids)
     if return_labels:
         spans = assistant_spans(render, messages, text, b)
-        for i, (start, _) in enumerate(enc["offset_mapping"]):
+        for i, (start, _) in enumerate(offsets):
             span = next((span for span in spans if span[0] <= start < span[2]), None)
             if span is not None:  # the answer's text gets the weight, its end-of-turn marker at most 1
                 labels[i], weights[i] = ids[i], span[3] if start < span[1] else min(span[3], 1.0)
@@ -100,17 +171,28 @@ def count_tokens(tokenizer: Any, chat_template: str | None, conversations: Seque
                  add_generation_prompt: bool = False, batch_size: int = 1024) -> list[int | None]:
     """Exact token counts (text + Q per placeholder) of conversations with string contents, rendered
     ``batch_size`` at a time; ``None`` where ``num_media`` is given and the rendered text holds another
-    number of placeholder tokens. See ``VideoCCAMProcessor.count_tokens``."""
+    number of placeholder tokens. See ``VideoCCAMProcessor.count_tokens``. Conversations whose text
+    segments hold special-token strings are tokenized one at a time by :func:`encode_prompt`, as the
+    processor's call tokenizes them."""
     if num_media is not None and len(num_media) != len(conversations):
         raise ValueError(f"{len(conversations)} conversations but num_media for {len(num_media)}")
+
+    def render(messages: list[dict], add_generation_prompt: bool) -> str:
+        return tokenizer.apply_chat_template(without_segments(messages), chat_template=chat_template,
+                                             tokenize=False, add_generation_prompt=add_generation_prompt)
+
     out: list[int | None] = []
     for s in range(0, len(conversations), batch_size):
+        chunk = list(conversations[s:s + batch_size])
+        guarded = {k for k, conv in enumerate(chunk) if _guarded(tokenizer, conv)}
+        plain = [without_segments(conv) for k, conv in enumerate(chunk) if k not in guarded]
         texts = tokenizer.apply_chat_template(
-            list(conversations[s:s + batch_size]), chat_template=chat_template, tokenize=False,
-            add_generation_prompt=add_generation_prompt,
-        )
-        encoded = tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        for k, ids in enumerate(encoded):
+            plain, chat_template=chat_template, tokenize=False, add_generation_prompt=add_generation_prompt,
+        ) if plain else []
+        encoded = iter(tokenizer(texts, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+                       if texts else [])
+        for k, conv in enumerate(chunk):
+            ids = encode_prompt(tokenizer, render, conv, add_generation_prompt)[1] if k in guarded else next(encoded)
             placeholders = sum(1 for t in ids if t in visual_ids)
             expected = placeholders if num_media is None else num_media[s + k]
             length = len(ids) + placeholders * (num_visual_tokens - 1)  # each placeholder -> Q tokens
