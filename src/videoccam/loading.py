@@ -26,13 +26,13 @@ _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _SLOW_TOKENIZER_FILES = ("tokenizer.model", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
-def local_model_folder(source: str | os.PathLike, subfolder: str = "") -> Path | None:
+def local_model_folder(source: str | os.PathLike, subfolder: str = "", need_config: bool = True) -> Path | None:
     """The local folder ``source`` names, or None for a hub id (a string that is no existing path and
     looks like ``org/name``).
 
     Raises:
         ModelNotFoundError: ``source`` is a file, or a missing path that cannot be a hub id; or the
-            folder has no ``config.json``.
+            folder has no ``config.json`` (unless ``need_config`` is False: the config was given).
     """
     path = Path(os.fspath(source)).expanduser()
     if not path.exists():
@@ -44,7 +44,7 @@ def local_model_folder(source: str | os.PathLike, subfolder: str = "") -> Path |
         raise ModelNotFoundError(f"{source}: is a file, not a model folder (give the folder that holds "
                                  f"{CONFIG_FILE}, the weights and the tokenizer)")
     folder = path / subfolder if subfolder else path
-    if not (folder / CONFIG_FILE).is_file():
+    if need_config and not (folder / CONFIG_FILE).is_file():
         raise ModelNotFoundError(f"{folder / CONFIG_FILE}: missing; {folder} is not a model folder")
     return folder
 

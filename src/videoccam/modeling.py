@@ -121,7 +121,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
         ``config.json`` raises ``ModelNotFoundError`` and an empty or truncated ``.safetensors`` file
         ``ModelFileError``, each naming the path."""
         if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
-            folder = local_model_folder(pretrained_model_name_or_path, kwargs.get("subfolder") or "")
+            folder = local_model_folder(pretrained_model_name_or_path, kwargs.get("subfolder") or "",
+                                        need_config=kwargs.get("config") is None)
             if folder is not None:
                 check_weights(folder)
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
