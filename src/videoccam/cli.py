@@ -114,6 +114,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     device = None if args.device_map is not None else resolve_device(args.device)  # fail before loading
     model_path = args.model if args.model is not None else str(default_model_path())
+    _check_model_folder(model_path)  # each fault named before transformers reads the folder
     processor = AutoProcessor.from_pretrained(model_path)
     videos = _load_videos(args, processor)  # before the model: a bad file fails fast
     prefix = _subtitle_prefix(args.subtitles, videos[0]) if args.subtitles is not None else ""
@@ -189,6 +190,16 @@ def _subtitle_prefix(path: str, video: Video) -> str:
     lines = load_subtitles(path, video.timestamps)
     logger.info("%s: %d of %d sampled frames have a subtitle line", path, sum(map(bool, lines)), len(lines))
     return subtitle_prompt(lines)
+
+
+def _check_model_folder(model_path: str) -> None:
+    """A local ``--model`` folder: config, tokenizer and weights present and readable (a hub id is not checked)."""
+    from videoccam.loading import check_tokenizer, check_weights, local_model_folder
+
+    folder = local_model_folder(model_path)
+    if folder is not None:
+        check_tokenizer(folder)
+        check_weights(folder)
 
 
 def _load_model(model_path: str, args: argparse.Namespace, dtype: torch.dtype, device: torch.device | None,

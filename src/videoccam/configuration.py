@@ -7,11 +7,14 @@ visual tokens a media item becomes is owned by :attr:`CCAMProjectorConfig.num_qu
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+import difflib
+import functools
+from typing import Any, Literal, get_args
 
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.generation import GenerationConfig
 
 from videoccam.constants import TemporalRope
 from videoccam.errors import ConfigError
@@ -21,6 +24,43 @@ ProjectorMask = Literal["ccam", "none"]  # CCAM's causal cross-attention mask, o
 PROJECTOR_MASKS: tuple[str, ...] = get_args(ProjectorMask)
 ProjectorPath = Literal["dense", "streaming"]  # the two exact implementations of the masked cross-attention
 PROJECTOR_PATHS: tuple[str, ...] = get_args(ProjectorPath)
+
+
+# keys that transformers itself writes into or reads from a config.json beyond the dataclass fields (its
+# own and older versions' to_dict, the BC ones __post_init__ pops); every other extra key is a typo
+_TRANSFORMERS_KEYS = frozenset({
+    "model_type", "transformers_version", "architectures", "auto_map", "dtype", "torch_dtype", "name_or_path",
+    "_name_or_path", "_commit_hash", "output_attentions", "output_hidden_states", "return_dict", "use_return_dict",
+    "attn_implementation", "_attn_implementation", "_attn_implementation_internal", "_attn_implementation_autoset",
+    "experts_implementation", "_experts_implementation", "_experts_implementation_internal", "per_layer_config",
+    "num_labels", "id2label", "label2id", "problem_type", "chunk_size_feed_forward", "is_encoder_decoder",
+    "is_decoder", "add_cross_attention", "cross_attention_hidden_size", "tie_encoder_decoder", "torchscript",
+    "pruned_heads", "finetuning_task", "tokenizer_class", "prefix", "task_specific_params", "tf_legacy_loss",
+    "use_bfloat16", "bos_token_id", "pad_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id",
+    "rope_scaling", "rope_theta", "rope_parameters", "layer_types", "use_cache", "tie_word_embeddings",
+})
+
+
+@functools.cache
+def _transformers_keys() -> frozenset[str]:
+    base = PreTrainedConfig()
+    generation = GenerationConfig._get_default_generation_params().keys()
+    return _TRANSFORMERS_KEYS | set(base.to_dict()) | set(base.__dataclass_fields__) | set(generation)
+
+
+def projector_fields() -> tuple[str, ...]:
+    """The fields :class:`CCAMProjectorConfig` declares (``num_query``, ``hidden_size``, ..., ``path``)."""
+    return tuple(CCAMProjectorConfig.__annotations__)
+
+
+def check_known_keys(kwargs: dict[str, Any], known: tuple[str, ...], prefix: str) -> None:
+    """Raise :class:`ConfigError` naming the first of ``kwargs`` (a config's extra keys) that neither the
+    config (``known``) nor transformers knows, with the closest known field as a hint."""
+    unknown = sorted(set(kwargs) - _transformers_keys())
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else f"; known fields: {', '.join(known)}"
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}{hint}")
 
 
 def check_projector_path(value: object, name: str = "projector_config.path") -> None:
@@ -81,6 +121,7 @@ class CCAMProjectorConfig(PreTrainedConfig):
     path: ProjectorPath = "dense"
 
     def __post_init__(self, **kwargs):
+        check_known_keys(kwargs, projector_fields(), "projector_config.")
         super().__post_init__(**kwargs)
         _check_positive(self, "num_query", "hidden_size", "cross_hidden_size", "num_heads",
                         "num_key_value_heads", "intermediate_size", "output_size", "num_layers")
@@ -144,6 +185,7 @@ class VideoCCAMConfig(PreTrainedConfig):
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):
+        check_known_keys(kwargs, tuple(VideoCCAMConfig.__annotations__), "")
         super().__post_init__(**kwargs)
         proj, vision, text = self.projector_config, self.vision_config, self.text_config
         if proj.cross_hidden_size != vision.hidden_size:
@@ -159,6 +201,7 @@ class VideoCCAMConfig(PreTrainedConfig):
         if self.image_token_id == self.video_token_id:
             raise ConfigError(f"image_token_id and video_token_id must differ, both are {self.image_token_id}")
         decode_step(self.temporal_rope, self.rope_gamma)  # ConfigError naming temporal_rope / rope_gamma
+        _check_select_layer(self.vision_select_layer, vision.num_hidden_layers)
         if self.vision_chunk_size is not None and self.vision_chunk_size < 1:
             raise ConfigError(f"vision_chunk_size must be >= 1 or None, got {self.vision_chunk_size}")
         # the LLM decides weight tying; keep the composite flag in sync (as LLaVA does)
@@ -202,5 +245,16 @@ def projector_overrides(source: object) -> dict[str, object]:
 def _check_positive(config: PreTrainedConfig, *fields: str) -> None:
     for name in fields:
         value = config.__dict__[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{config.base_config_key}.{name} must be an integer >= 1, got {value!r}")
         if value < 1:
             raise ConfigError(f"{config.base_config_key}.{name} must be >= 1, got {value}")
+
+
+def _check_select_layer(value: object, num_layers: int) -> None:
+    """``vision_select_layer`` indexes the encoder's ``num_layers + 1`` hidden states (the embeddings first)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -(num_layers + 1) <= value <= num_layers:
+        raise ConfigError(
+            f"vision_select_layer={value!r} is out of range: the vision encoder has {num_layers} layers, so it "
+            f"must be an integer in [{-(num_layers + 1)}, {num_layers}] (-2: the penultimate layer)"
+        )

@@ -20,6 +20,10 @@ class ModelNotFoundError(VideoCCAMError, FileNotFoundError):
     """A model folder (e.g. the bundled default model) is missing or incomplete (message names the path)."""
 
 
+class ModelFileError(VideoCCAMError, ValueError):
+    """A model folder's file exists but cannot be read: empty, truncated or corrupt (message names the file)."""
+
+
 class MediaError(VideoCCAMError):
     """Base class for problems with a video, image or subtitle input (message names the source)."""
 

@@ -11,6 +11,7 @@ C=3 channels, P visual tokens per frame, Dv vision width, Q visual tokens per it
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from videoccam.configuration import VideoCCAMConfig
 from videoccam.errors import ConfigError, PromptTooLongError
 from videoccam.generation import VideoCCAMGenerationMixin, VideoCCAMOutput
 from videoccam.hf_compat import CACHE_NAME, pick_cache
+from videoccam.loading import check_weights, local_model_folder
 from videoccam.masks import MASK_CAPABLE_ATTN_IMPLEMENTATIONS, LLMMaskRule, to_hf_attention_mask
 from videoccam.positions import decode_position_ids, decode_step
 from videoccam.positions import position_ids as temporal_position_ids
@@ -112,6 +114,18 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
         self._check_mask_backend()
         # placeholder ids only ever come from the processor: never generate them
         self.generation_config.suppress_tokens = [config.image_token_id, config.video_token_id]
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: Any, *args: Any, **kwargs: Any):
+        """transformers' ``from_pretrained``; a local folder is checked first, so that a missing folder or
+        ``config.json`` raises ``ModelNotFoundError`` and an empty or truncated ``.safetensors`` file
+        ``ModelFileError``, each naming the path."""
+        if isinstance(pretrained_model_name_or_path, (str, os.PathLike)):
+            folder = local_model_folder(pretrained_model_name_or_path, kwargs.get("subfolder") or "",
+                                        need_config=kwargs.get("config") is None)
+            if folder is not None:
+                check_weights(folder)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     # --- embeddings (delegated to the LLM, so resizing and tying behave as in the plain model) ---
     def get_input_embeddings(self) -> nn.Module:
@@ -269,8 +283,8 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
         visual_embeds: ProjectorOutput | None = None,
         past_key_values: Cache | None = None,
         **kwargs: Any,
-    ) -> VideoCCAMOutput:
-        """Run the model.
+    ) -> VideoCCAMOutput | tuple:
+        """Run the model (``return_dict=False``: the output as a tuple, its non-None fields in order).
 
         Args:
             input_ids: ``[B, S]`` with Q placeholder tokens per media item.
@@ -307,6 +321,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
         """
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids or inputs_embeds")
+        return_dict = kwargs.pop("return_dict", None)  # False: a tuple (as transformers' models), never the LLM's
         cache = pick_cache(cache, past_key_values)
         cfg = self.config
         max_positions = getattr(cfg.text_config, "max_position_embeddings", None)
@@ -363,7 +378,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
             **{CACHE_NAME: cache},
             **kwargs,
         )
-        return VideoCCAMOutput(
+        result = VideoCCAMOutput(
             loss=out.loss,
             logits=out.logits,
             **{CACHE_NAME: out.get(CACHE_NAME)},
@@ -372,3 +387,4 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
             frame_ids=out_frame_ids,
             rope_delta=rope_delta if cfg.temporal_rope != "none" else None,
         )
+        return result if return_dict is not False else result.to_tuple()

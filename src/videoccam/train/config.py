@@ -11,6 +11,7 @@ dotted key. :func:`dump_config` writes the resolved tree back as YAML (saved in 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -158,6 +159,13 @@ class TrainConfig:
     def validate(self) -> None:
         """Cross-field checks (types were checked on load); raises ConfigError naming the key."""
         m = self.model
+        from videoccam.configuration import projector_fields
+
+        unknown = sorted(set(m.projector) - set(projector_fields()))
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], projector_fields(), n=1)
+            hint = f"did you mean model.projector.{close[0]}?" if close else f"known: {', '.join(projector_fields())}"
+            raise ConfigError(f"model.projector.{unknown[0]}: not a projector config field ({hint})")
         if m.checkpoint is not None and (m.vision is not None or m.llm is not None or m.from_scratch):
             raise ConfigError("model.checkpoint excludes model.vision / model.llm / model.from_scratch: "
                               "pick one source")
