@@ -200,7 +200,6 @@ def test_a_full_disk_while_saving_names_the_disk_and_the_file(tmp_path, small_di
 
 # usage errors: exit 2 before any work
 
-@fixme("ablate --frames 0 / data check --num-frames 0")
 @pytest.mark.parametrize("argv", [
     ["ablate", "--data", "d", "--out", "o", "--frames", "0"],
     ["ablate", "--data", "d", "--out", "o", "--seeds", "0", "--frames", "16", "-4"],
