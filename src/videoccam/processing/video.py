@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -159,11 +160,17 @@ def _load_path(
     progress: ProgressCallback | None = None,
     autorotate: bool = True,
 ) -> Video:
-    if not path.exists():
-        raise MediaNotFoundError(f"{path}: no such file or directory")
-    if path.is_dir():
+    try:
+        info = path.stat()  # follows symlinks: a link to a regular file is that file
+    except FileNotFoundError:
+        raise MediaNotFoundError(f"{path}: no such file or directory") from None
+    except OSError as err:
+        raise MediaDecodeError(f"{path}: cannot read ({err.strerror or err})") from err
+    if stat.S_ISDIR(info.st_mode):
         return load_frame_folder(path, spec, size, folder_fps, deadline)
-    if path.is_file() and path.stat().st_size == 0:  # pipes and devices report size 0 too
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would block the reader, a device (/dev/zero) never ends
+        raise MediaDecodeError(f"{path}: not a regular file (a FIFO, socket or device is not a media file)")
+    if info.st_size == 0:
         raise MediaDecodeError(f"{path}: file is empty (0 bytes)")
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return load_image_file(path, spec, size, folder_fps, deadline)
