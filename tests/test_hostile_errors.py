@@ -184,7 +184,6 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-@fixme("disk full while saving")
 def test_a_full_disk_while_saving_names_the_disk_and_the_file(tmp_path, small_disk, capsys):
     _image(tmp_path / "ok.png")
     data = _records(tmp_path, ["ok.png", "ok.png"])
