@@ -184,7 +184,7 @@ def add_data(data: argparse.ArgumentParser) -> None:
     check.add_argument("--model", help="checkpoint folder (or hub id) whose processor counts tokens; "
                        "without it, token lengths are not checked")
     check.add_argument("--max-length", type=int, help="report records over N tokens (needs --model)")
-    check.add_argument("--num-frames", type=int, default=None,
+    check.add_argument("--num-frames", type=_positive_int, default=None,
                        help="frames decoded per video (default: the --model processor's num_frames, else the "
                        "library's default, videoccam.constants.DEFAULT_NUM_FRAMES)")
     check.add_argument("--no-decode", action="store_true", help="only check that media files exist")
@@ -235,7 +235,7 @@ def add_ablate(ablate: argparse.ArgumentParser) -> None:
     ablate.add_argument("--data", required=True, help="a `videoccam synth` output folder")
     ablate.add_argument("--out", required=True, help="runs, predictions, results.json and results.md go here")
     ablate.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: all five")
-    ablate.add_argument("--frames", nargs="+", type=int, default=[16, 32, 64], help="evaluation frame counts")
+    ablate.add_argument("--frames", nargs="+", type=_positive_int, default=[16, 32, 64], help="evaluation frame counts")
     ablate.add_argument("--seeds", nargs="+", type=int, default=[0], help="training seeds (default 0)")
     ablate.add_argument("--config", default=CONFIG, help=f"stage-2 training config (default {CONFIG})")
     ablate.add_argument("--stage1-config", default=STAGE1_CONFIG,

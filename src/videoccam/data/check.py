@@ -20,7 +20,7 @@ from videoccam.data.llava import Conversation, parse_record
 from videoccam.data.records import DataRecordError, Problem, read_numbered, record_id
 from videoccam.errors import ConfigError, MediaError, MediaNotFoundError
 from videoccam.processing.processor import VideoCCAMProcessor
-from videoccam.processing.video import load_video
+from videoccam.processing.video import check_media_path, load_video
 
 __all__ = ["DataCheckReport", "check_dataset", "run_data_check"]
 
@@ -112,6 +112,7 @@ def _media_problem(path: str, kind: str, num_frames: int, decode: bool) -> tuple
     if not decode:
         return None
     try:
+        check_media_path(path)
         load_video(path, num_frames=1 if kind == "image" else num_frames, sample="uniform")
     except MediaNotFoundError as err:
         return "missing", str(err)

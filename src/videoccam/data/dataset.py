@@ -28,7 +28,7 @@ from videoccam.data.llava import Conversation, parse_record
 from videoccam.data.records import DataRecordError, read_numbered, record_id
 from videoccam.errors import ConfigError, MediaError, MediaNotFoundError
 from videoccam.processing.processor import IGNORE_INDEX, VideoCCAMProcessor
-from videoccam.processing.video import load_video
+from videoccam.processing.video import check_media_path, load_video
 
 __all__ = ["SKIP_REASONS", "Batch", "LlavaDataset", "Sample", "collate", "item_seed"]
 
@@ -90,6 +90,21 @@ class Batch:
         """The batch with its tensors on ``device``."""
         moved = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         return Batch(**{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in moved.items()})
+
+
+def _input_size(processor: VideoCCAMProcessor) -> tuple[int, int]:
+    """(height, width) the image processor produces (its crop size, else its size), 224 x 224 when unknown."""
+    image_processor = getattr(processor, "image_processor", None)
+    for name in ("crop_size", "size"):
+        size = getattr(image_processor, name, None)
+        if isinstance(size, dict):
+            if "height" in size and "width" in size:
+                return int(size["height"]), int(size["width"])
+            if "shortest_edge" in size:
+                return int(size["shortest_edge"]), int(size["shortest_edge"])
+        elif isinstance(size, int):
+            return size, size
+    return 224, 224
 
 
 def collate(samples: list[Sample | None], pad_token_id: int) -> Batch:
@@ -306,10 +321,26 @@ class LlavaDataset(Dataset):
         return Sample(index=index, input_ids=input_ids, labels=inputs["labels"][0], pixel_values=pixel_values,
                       frame_counts=frame_counts, loss_weights=None if weights is None else weights[0])
 
+    def dummy_sample(self) -> Sample:
+        """A stand-in for a micro-batch whose samples were all skipped, trained with loss x 0: a short text
+        and one black image at the image processor's input size, so that every trainable parameter (vision
+        and projector included) gets a zero gradient and every rank joins the same DDP/FSDP collectives.
+        It depends on nothing the run has seen, so a resume from any checkpoint is exact."""
+        processor = self.processor
+        record = {"image": "dummy.png", "conversations": [{"from": "human", "value": "<image>\n."},
+                                                          {"from": "gpt", "value": "."}]}
+        messages = parse_record(record, None, processor.image_token, processor.video_token).messages
+        height, width = _input_size(processor)
+        image = np.zeros((height, width, 3), dtype=np.uint8)  # [H, W, 3]
+        inputs = processor(messages, [image], add_generation_prompt=False, return_labels=True, padding_side="right")
+        return Sample(index=-1, input_ids=inputs["input_ids"][0], labels=inputs["labels"][0],
+                      pixel_values=inputs["pixel_values"], frame_counts=inputs["frame_counts"].tolist())
+
     def _load(self, path: str, kind: str, seed_key: tuple[int, int, int, int]) -> np.ndarray | torch.Tensor:
         """One media item: its frames (uint8 ``[T, H, W, 3]``, an image ``[H, W, 3]``), random ones drawn
         with ``item_seed(*seed_key)``, or, with a frame cache, its processed pixels ``[T, 3, H, W]``."""
         cache = self.frame_cache
+        check_media_path(path)  # a FIFO or device is a bad sample at once, not a decode timeout
         if kind == "image":
             opts = {key: v for key, v in self.video_kwargs.items() if key in _LOAD_ONLY_KWARGS}
             image = load_video(path, num_frames=1, sample="uniform", **opts).frames[0]  # [H, W, 3]

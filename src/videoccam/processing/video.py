@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -168,6 +169,25 @@ def _load_path(
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return load_image_file(path, spec, size, folder_fps, deadline)
     return decode(str(path), spec, size, deadline, progress, autorotate=autorotate)
+
+
+def check_media_path(source: str | os.PathLike) -> None:
+    """Refuse at once what cannot be a media file, before anything opens it: a missing path, or a FIFO,
+    socket or device (a FIFO blocks its reader, ``/dev/zero`` never ends). A folder (frame folder) and a
+    symlink to a regular file pass. :func:`load_video` itself reads a FIFO under its ``timeout``.
+
+    Raises:
+        MediaNotFoundError: the path does not exist.
+        MediaDecodeError: it is neither a regular file nor a folder, or cannot be examined.
+    """
+    try:
+        info = os.stat(source)  # follows symlinks: a link to a regular file is that file
+    except FileNotFoundError:
+        raise MediaNotFoundError(f"{source}: no such file or directory") from None
+    except OSError as err:
+        raise MediaDecodeError(f"{source}: cannot read ({err.strerror or err})") from err
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        raise MediaDecodeError(f"{source}: not a regular file (a FIFO, socket or device is not a media file)")
 
 
 def _video_decoder(backend: str | None) -> Callable[..., Video]:

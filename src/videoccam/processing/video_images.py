@@ -31,6 +31,8 @@ def _open_image(path: Path) -> Image.Image:
         image = Image.open(path)
     except UnidentifiedImageError as err:
         raise MediaDecodeError(f"{path}: not a readable image") from err
+    except Image.DecompressionBombError as err:  # PIL's guard (Image.MAX_IMAGE_PIXELS): a bad sample
+        raise MediaDecodeError(f"{path}: image too large ({err})") from err
     except OSError as err:
         raise MediaDecodeError(f"{path}: cannot read image ({err})") from err
     check_frame_size(image.width, image.height, str(path))
@@ -41,7 +43,7 @@ def _as_rgb_array(image: Image.Image, size: tuple[int, int] | None, source: str)
     """Decode and convert one PIL image; truncated or corrupt data becomes a MediaDecodeError."""
     try:
         return resize_pil(image, size)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise MediaDecodeError(f"{source}: cannot decode image data ({err})") from err
 
 

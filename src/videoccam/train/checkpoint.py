@@ -10,14 +10,19 @@ FSDP2 and single-process runs save and load the same full (unsharded) tensors.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
+import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict, set_state_dict
@@ -30,6 +35,37 @@ logger = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoints"
 PREFIX = "step-"
 COMPLETE = "COMPLETE"
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    text = str(err)  # safetensors and torch.save report the OS error in their message only
+    return f"os error {errno.ENOSPC}" in text or os.strerror(errno.ENOSPC) in text
+
+
+@contextlib.contextmanager
+def writing(path: Path, cleanup: Path | None = None) -> Iterator[None]:
+    """Name ``path`` when writing it fails: a full disk becomes ``OSError(ENOSPC, ..., path)``, other
+    OS and safetensors errors an OSError naming the file; ``cleanup`` (a temp folder) is removed first,
+    so no half-written checkpoint is left for ``--resume``."""
+    try:
+        yield
+    except (OSError, SafetensorError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and not _is_disk_full(err):
+            raise
+        if cleanup is not None:
+            shutil.rmtree(cleanup, ignore_errors=True)
+        if _is_disk_full(err):
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} while writing", str(path)) from err
+        if isinstance(err, OSError) and err.filename is not None:
+            raise
+        raise OSError(getattr(err, "errno", None) or errno.EIO, f"cannot write ({err})", str(path)) from err
+
+
+def _save_torch(obj: Any, path: Path) -> None:
+    with path.open("wb") as file:  # a Python file: a failed write raises OSError with its errno
+        torch.save(obj, file)
 
 
 def rng_state() -> dict[str, Any]:
@@ -65,17 +101,23 @@ def save_checkpoint(run_dir: Path, step: int, model: nn.Module, optimizer: torch
     options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
     model_state, optim_state = get_state_dict(model, optimizer, options=options)  # collective under FSDP
     if ctx.is_main:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in model_state.items()}, tmp / "trainable.safetensors")
-        torch.save(optim_state, tmp / "optimizer.pt")
-        torch.save(trainer_state, tmp / "trainer_state.pt")
+        with writing(tmp, cleanup=tmp):
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        for name, write in (("trainable.safetensors",
+                             lambda p: save_file({k: v.contiguous() for k, v in model_state.items()}, p)),
+                            ("optimizer.pt", lambda p: _save_torch(optim_state, p)),
+                            ("trainer_state.pt", lambda p: _save_torch(trainer_state, p))):
+            with writing(tmp / name, cleanup=tmp):
+                write(tmp / name)
     ctx.barrier()
-    torch.save(rng_state(), tmp / f"rng-{ctx.rank}.pt")
+    with writing(tmp / f"rng-{ctx.rank}.pt", cleanup=tmp):
+        _save_torch(rng_state(), tmp / f"rng-{ctx.rank}.pt")
     ctx.barrier()
     if ctx.is_main:
-        (tmp / COMPLETE).write_text(f"{ctx.world_size}\n")
+        with writing(tmp / COMPLETE, cleanup=tmp):
+            (tmp / COMPLETE).write_text(f"{ctx.world_size}\n")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)  # atomic on one filesystem: a checkpoint is either whole or absent

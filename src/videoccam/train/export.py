@@ -19,6 +19,7 @@ from videoccam.modeling import VideoCCAMForConditionalGeneration
 from videoccam.processing.processor import VideoCCAMProcessor
 from videoccam.train.adapter_folder import write_adapter_folder
 from videoccam.train.build import apply_stage, build_model, unwrap_lora
+from videoccam.train.checkpoint import writing
 from videoccam.train.config import TrainConfig, config_to_dict
 from videoccam.train.distributed import DistContext
 
@@ -38,16 +39,17 @@ def save_final(run_dir: Path, wrapped: nn.Module, model: VideoCCAMForConditional
     if ctx.is_main:
         model = model.to("cpu").eval()
         tmp = run_dir / ".tmp-final"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        wrappers = unwrap_lora(model, merge=not config.stage.save_adapter)
-        if config.stage.save_adapter:
-            write_adapter_folder(tmp, model, wrappers, config_to_dict(config)["model"])
-        else:
-            model.generation_config.update(**processor.generation_defaults())  # stop at the template's end of turn
-            model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        shutil.copy(run_dir / "config.yaml", tmp / "train_config.yaml")
+        with writing(tmp, cleanup=tmp):  # a full disk names the folder; no half-written final is left
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            wrappers = unwrap_lora(model, merge=not config.stage.save_adapter)
+            if config.stage.save_adapter:
+                write_adapter_folder(tmp, model, wrappers, config_to_dict(config)["model"])
+            else:
+                model.generation_config.update(**processor.generation_defaults())  # stop at the template's end of turn
+                model.save_pretrained(tmp)
+            processor.save_pretrained(tmp)
+            shutil.copy(run_dir / "config.yaml", tmp / "train_config.yaml")
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)

@@ -81,8 +81,9 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
                    fallback: Batch | None, config: TrainConfig, ctx: DistContext,
                    turn_weights: bool = True) -> StepResult:
     """Forward/backward every micro-batch (weights from the data when ``turn_weights``, else 1 on every
-    labelled token), then clip and step. ``fallback``: a batch that loaded, run with loss x 0 in place
-    of a micro-batch whose samples were all skipped (every rank must join the gradient all-reduce)."""
+    labelled token), then clip and step. ``fallback``: a fixed stand-in batch (the dataset's dummy sample),
+    run with loss x 0 in place of a micro-batch whose samples were all skipped (every rank must join the
+    gradient all-reduce)."""
     weights = [None if b.empty else b.weights(turn_weights) for b in micro_batches]  # [B, S] each
     local_tokens = sum(0 if b.empty else int((b.labels[:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
     local_mass = sum(0.0 if w is None else float(w[:, 1:].sum()) for w in weights)
@@ -97,8 +98,7 @@ def optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
     loss_sum = 0.0
     for i, (batch, batch_weights) in enumerate(zip(micro_batches, weights, strict=True)):
         if batch.empty and fallback is None:
-            raise RuntimeError("every sample of the first micro-batch was skipped on this rank; check the data "
-                               "with `videoccam data check`")
+            raise ValueError("an all-skipped micro-batch needs a fallback batch (LlavaDataset.dummy_sample)")
         run = (fallback if batch.empty else batch).to(ctx.device)
         run_weights = (run.weights(turn_weights) if batch.empty else batch_weights).to(ctx.device)
         with _gradient_sync(model, last=i == len(micro_batches) - 1):

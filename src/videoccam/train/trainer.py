@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from videoccam.data import Batch, FrameCache
+from videoccam.data import FrameCache, collate
 from videoccam.train.callbacks import StepControl, TrainCallback, build_callbacks
 from videoccam.train.checkpoint import load_checkpoint, save_checkpoint, set_rng_state
 from videoccam.train.config import TrainConfig
@@ -153,7 +153,9 @@ def _claim_run_folder(run_dir: Path, config: TrainConfig, ctx: DistContext, *, o
 def _run_steps(run: _Run, log: RunLog, saved_rng: dict[str, Any] | None) -> None:
     """Optimizer steps, epoch after epoch, until ``total_steps``; ``saved_rng``: a resumed run's RNG state."""
     state, data, grad_accum = run.state, run.data, run.config.optim.grad_accum
-    fallback: Batch | None = None  # a batch that loaded, for ranks whose micro-batch was all skipped
+    # run (loss x 0) in place of a micro-batch whose samples were all skipped: the same on every step, so
+    # a resume is exact, and there from the first micro-batch on
+    fallback = collate([data.dataset.dummy_sample()], pad_token_id=data.dataset.processor.tokenizer.pad_token_id)
     while state.step < data.total_steps:
         data.sampler.set_epoch(state.epoch)
         data.dataset.set_epoch(state.epoch)
@@ -163,7 +165,6 @@ def _run_steps(run: _Run, log: RunLog, saved_rng: dict[str, Any] | None) -> None
             saved_rng = None
         started = time.perf_counter()  # a step's time runs from the previous step's end: data loading included
         for micro_batches in group_steps(batches, grad_accum):
-            fallback = fallback or next((b for b in micro_batches if not b.empty), None)
             control = StepControl(step=state.step, total_steps=data.total_steps, epoch=state.epoch)
             for callback in run.callbacks:
                 callback.on_step_start(control)
