@@ -23,11 +23,6 @@ from videoccam.session import ChatSession
 from videoccam.testing import make_tiny_model
 from videoccam.train.run_folder import LOG_FILE
 
-
-def fixme(item: int):  # the defect is still there: the test must fail (strict)
-    return pytest.mark.xfail(strict=True, reason=f"issue 31 ({item}) not fixed yet")
-
-
 Q1 = "what happens in the video ?"
 NEW = {"max_new_tokens": 6, "min_new_tokens": 6}
 

@@ -18,10 +18,6 @@ from videoccam.cli import main
 from videoccam.testing import make_tiny_checkpoint
 
 
-def fixme(what: str):  # the defect is still there: the test must fail (strict)
-    return pytest.mark.xfail(strict=True, reason=f"issue 31 (unclear errors: {what}) not fixed yet")
-
-
 def _one_line_error(capsys, *needles: str) -> str:
     err = capsys.readouterr().err
     assert "Traceback" not in err, err

@@ -340,7 +340,8 @@ class LlavaDataset(Dataset):
         """One media item: its frames (uint8 ``[T, H, W, 3]``, an image ``[H, W, 3]``), random ones drawn
         with ``item_seed(*seed_key)``, or, with a frame cache, its processed pixels ``[T, 3, H, W]``."""
         cache = self.frame_cache
-        check_media_path(path)  # a FIFO or device is a bad sample at once, not a decode timeout
+        if kind == "image" or cache is None:  # a cached clip is served without touching its file
+            check_media_path(path)  # a FIFO or device is a bad sample at once, not a decode timeout
         if kind == "image":
             opts = {key: v for key, v in self.video_kwargs.items() if key in _LOAD_ONLY_KWARGS}
             image = load_video(path, num_frames=1, sample="uniform", **opts).frames[0]  # [H, W, 3]
