@@ -78,12 +78,8 @@ def expand_media(model_kwargs: dict[str, Any], items: list[int], expand_size: in
     if pixels is not None:
         frame_counts = model_kwargs.get("frame_counts")
         counts = [1] * pixels.shape[0] if frame_counts is None else [int(c) for c in frame_counts]  # [M]
-        starts = [0]  # starts[m]: first frame of item m in pixel_values; [M + 1]
-        for c in counts:
-            starts.append(starts[-1] + c)
-        frames = [f for item in order for f in range(starts[item], starts[item + 1])]  # [N']
-        index = torch.tensor(frames, dtype=torch.long, device=pixels.device)  # [N']
-        model_kwargs["pixel_values"] = pixels.index_select(0, index)  # [N, 3, H, W] -> [N', 3, H, W]
+        item_frames = pixels.split(counts)  # M x [T_m, 3, H, W]
+        model_kwargs["pixel_values"] = torch.cat([item_frames[item] for item in order])  # [N', 3, H, W]
         new_counts = [counts[item] for item in order]  # [M']
         if isinstance(frame_counts, torch.Tensor):
             model_kwargs["frame_counts"] = torch.tensor(new_counts, dtype=frame_counts.dtype,
