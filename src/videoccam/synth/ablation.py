@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import time
 from collections import defaultdict
@@ -26,6 +25,7 @@ import torch
 
 from videoccam.configs import resolve_config
 from videoccam.data import FrameCache, read_records
+from videoccam.eval.scoring import wilson_interval
 from videoccam.processing.video import load_video
 from videoccam.synth.forked import run_forked
 from videoccam.train.config import PROJECTOR_CHECKPOINT_OPTIONS, load_config
@@ -63,17 +63,6 @@ class FamilyScore:
     @property
     def interval(self) -> tuple[float, float]:
         return wilson_interval(self.correct, self.n)
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def normalise(text: str) -> str:
