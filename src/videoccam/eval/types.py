@@ -75,14 +75,25 @@ class Benchmark(Protocol):
     name: str
     default_frames: int
 
-    def load(self, root: Path, *, subtitles: bool = False) -> LoadedBenchmark:
-        """The questions under ``root`` in the official layout (a partial download gives what is there)."""
+    def load(self, root: Path, *, subtitles: bool = False, judged: bool = False) -> LoadedBenchmark:
+        """The questions under ``root`` in the official layout (a partial download gives what is there).
+
+        ``subtitles``: the with-subtitles setting (Video-MME). ``judged``: a judge is available, so the
+        tasks that need one (MLVU's generation tasks) are included.
+        """
 
     def check(self, response: str, row: dict[str, Any]) -> tuple[str | None, bool | None]:
         """``(parsed, correct)`` by the protocol's own rule (Video-CCAM's letter check for multiple choice)."""
 
     def score(self, rows: Sequence[dict[str, Any]], *, judge: Any = None) -> dict[str, Any]:
-        """Metrics of prediction rows: overall, per task and the official breakdowns (see scoring.py)."""
+        """Metrics of prediction rows (failed rows, ``error`` set, included: the scorer leaves them out).
+
+        Returns ``{"overall": {metric: value}, "tasks": {task: {metric: value}},
+        "breakdowns": {name: {group: {metric: value}}}, "notes": [str]}``, where each value is a
+        :func:`~videoccam.eval.scoring.proportion` dict or ``{"mean": x, "n": n}``. Multiple-choice
+        benchmarks report ``"videoccam"`` (the rows' ``correct``, Video-CCAM's letter check) and
+        ``"official"`` (the benchmark's own scorer on the same responses) side by side.
+        """
 
     def write_official(self, rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
         """The official submission / output files, where the benchmark has them; the paths written."""
