@@ -23,6 +23,7 @@ from videoccam_cli_options import (
     add_ablate,
     add_chat,
     add_data,
+    add_eval,
     add_make_tiny_checkpoint,
     add_synth,
     add_train,
@@ -49,6 +50,9 @@ class Command:
 COMMANDS: tuple[Command, ...] = (
     Command("chat", "Answer questions about videos/images: one question, or a conversation read from stdin.",
             add_chat, "cmd_chat"),
+    Command("eval", "Evaluate a model on MVBench, Video-MME, MLVU, VideoVista, the open-ended QA sets or the "
+            "synthetic world; or re-score a predictions file (eval score).", add_eval, "cmd_eval",
+            "See docs/evaluation.md for each benchmark's folder layout and what its numbers mean."),
     Command("make-tiny-checkpoint",
             "Write a tiny random-weight checkpoint (for trying the pipeline; its answers are noise).",
             add_make_tiny_checkpoint, "cmd_make_tiny_checkpoint"),

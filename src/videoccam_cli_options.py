@@ -87,14 +87,29 @@ def _add_temporal_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--rope-gamma", type=float, default=None, help="gamma of the temporal RoPE")
 
 
+def add_model_flags(parser: argparse.ArgumentParser, model_help: str | None = None) -> None:
+    """``--model`` and the loading flags (dtype, device, device map, attention, TC options) of every
+    command that runs a model (chat, eval, serve, demo)."""
+    parser.add_argument("--model", default=None, help=model_help or (
+        "checkpoint folder, or hub id where the hub is reachable (default: the bundled model)"))
+    runtime = parser.add_argument_group("model loading")
+    runtime.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    runtime.add_argument("--device", default="auto",
+                         help="auto (default: cuda if available, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    runtime.add_argument("--device-map", default=None, metavar="MAP",
+                         help="spread the model over devices with transformers' device_map (e.g. auto; needs "
+                         "the accelerate package); replaces --device")
+    runtime.add_argument("--attn-implementation", default="sdpa",
+                         choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
+    _add_temporal_flags(parser)
+
+
 def add_chat(chat: argparse.ArgumentParser) -> None:
     chat.add_argument("question", nargs="?", default=None,
                       help="the question; without it, questions are read from stdin (interactive mode)")
     chat.add_argument("-i", "--interactive", action="store_true",
                       help="after QUESTION (if given), keep reading questions from stdin, one a line, with the "
                       "conversation's history, until EOF, an empty line or 'exit'; the media are encoded once")
-    chat.add_argument("--model", default=None,
-                      help="checkpoint folder, or hub id where the hub is reachable (default: the bundled model)")
     chat.add_argument("--video", action="append", default=[], help="video file or frame folder (repeatable)")
     chat.add_argument("--image", action="append", default=[], help="image file (repeatable)")
 
@@ -125,17 +140,11 @@ def add_chat(chat: argparse.ArgumentParser) -> None:
                      help="nucleus sampling threshold, with --temperature > 0 (default: the model's)")
     gen.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True,
                      help="print the answer as it is generated (default); --no-stream prints it when done")
+    gen.add_argument("--timings", action="store_true",
+                     help="after each answer, print its per-stage timings to stderr (decode, preprocess, vision, "
+                     "projector, prefill, generate; tokens/s; peak memory)")
 
-    runtime = chat.add_argument_group("model loading")
-    runtime.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    runtime.add_argument("--device", default="auto",
-                         help="auto (default: cuda if available, then mps, then cpu), cpu, cuda, cuda:1, mps")
-    runtime.add_argument("--device-map", default=None, metavar="MAP",
-                         help="spread the model over devices with transformers' device_map (e.g. auto; needs "
-                         "the accelerate package); replaces --device")
-    runtime.add_argument("--attn-implementation", default="sdpa",
-                         choices=["sdpa", "eager", "flex_attention", "flash_attention_2"])
-    _add_temporal_flags(chat)
+    add_model_flags(chat)
     chat.set_defaults(check=partial(_check_chat, chat))
 
 
@@ -153,6 +162,54 @@ def _check_chat(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error(f"--end ({args.end} s) must be after --start ({args.start} s)")
     if args.subtitles is not None and len(args.video) != 1:
         parser.error(f"--subtitles needs exactly one --video (got {len(args.video)})")
+    if args.device_map is not None and args.device != "auto":
+        parser.error("--device-map replaces --device: give one of them")
+
+
+def add_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", nargs="+", metavar="BENCHMARK",
+                        help="the benchmark to run (mvbench, videomme, mlvu, videovista, msvd-qa, msrvtt-qa, tgif-qa, "
+                        "activitynet-qa, synth), or 'score BENCHMARK' to re-score a predictions file without a model")
+    parser.add_argument("--data", required=True, help="the benchmark's folder, in its official layout "
+                        "(docs/evaluation.md)")
+    parser.add_argument("--out", required=True, help="predictions.jsonl, results.json/.md, manifest.json and the "
+                        "official files go here (one sub-folder per frame count when several are given)")
+    parser.add_argument("--predictions", default=None, help="eval score: the predictions.jsonl to re-score")
+    parser.add_argument("--num-frames", nargs="+", type=_positive_int, default=[],
+                        help="frames per video; several give a sweep (default: the benchmark's Video-CCAM count)")
+    parser.add_argument("--subtitles", action="store_true", help="Video-MME's with-subtitles setting")
+    parser.add_argument("--batch-size", type=_positive_int, default=8, help="questions per generate (default 8)")
+    parser.add_argument("--workers", type=int, default=2, help="background decoding threads (default 2; 0: none)")
+    parser.add_argument("--limit", type=_positive_int, default=None, help="only the first N questions")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run in the same --out: answered questions are kept, not asked again")
+    parser.add_argument("--protocol", default="videoccam", choices=["videoccam"],
+                        help="prompts and frame counts (default: Video-CCAM's)")
+    parser.add_argument("--seed", type=int, default=0, help="recorded in the manifest; generation is greedy")
+    judge = parser.add_argument_group("LLM judge (MLVU generation tasks, open-ended QA)")
+    judge.add_argument("--judge-url", default=None, help="an OpenAI-compatible endpoint, e.g. https://api.openai.com/v1")
+    judge.add_argument("--judge-model", default=None, help="the judge model, e.g. gpt-4-turbo (MLVU) or "
+                       "gpt-3.5-turbo (VideoChatGPT QA); recorded in the manifest")
+    judge.add_argument("--judge-key-env", default="OPENAI_API_KEY",
+                       help="the environment variable holding the judge's API key (default OPENAI_API_KEY)")
+    add_model_flags(parser)
+    parser.set_defaults(check=partial(_check_eval, parser))
+
+
+def _check_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    target = args.target
+    if target[0] == "score":
+        if len(target) != 2:
+            parser.error("eval score takes one BENCHMARK: videoccam eval score BENCHMARK --data ROOT "
+                         "--predictions FILE --out DIR")
+        if args.predictions is None:
+            parser.error("eval score needs --predictions FILE")
+    elif len(target) != 1:
+        parser.error(f"one BENCHMARK, got {' '.join(target)}")
+    elif args.predictions is not None:
+        parser.error("--predictions applies to 'eval score'")
+    if (args.judge_url is None) != (args.judge_model is None):
+        parser.error("--judge-url and --judge-model go together")
     if args.device_map is not None and args.device != "auto":
         parser.error("--device-map replaces --device: give one of them")
 

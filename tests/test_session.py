@@ -178,3 +178,48 @@ def test_streamer_writes_the_final_decoding_piece_by_piece():
     assert not any("\ufffd" in p for p in out.pieces)
     with pytest.raises(ValueError, match="batch"):
         streamer.put(torch.zeros(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize(("fb", "mode", "gamma"), OPTIONS)
+def test_kept_kv_cache_gives_the_answers_of_a_whole_prefill(clip, fb, mode, gamma):
+    """Turns 2 and 3 reuse the cache (the media and history are not prefilled again) and give the
+    same tokens as a session that prefills every turn whole, with each TC option."""
+    model, proc = strong_model(fb, mode, gamma)
+    questions = (Q1, "which colour came first ?", "describe the clip .")
+    kept = ChatSession(model, proc, [clip], video_kwargs=VIDEO_KW)
+    whole = ChatSession(model, proc, encoded=kept.encoded, reuse_cache=False)
+    reused = []
+    for q in questions:
+        assert kept.ask(q, **GREEDY) == whole.ask(q, **GREEDY)
+        assert kept.last.token_ids == whole.last.token_ids and len(kept.last.token_ids) == 8
+        reused.append(kept.reused_tokens)
+        assert whole.reused_tokens == 0
+    q = proc.num_visual_tokens
+    assert reused[0] == 0 and reused[1] > q and reused[2] > reused[1]
+    assert kept.history == whole.history
+
+
+def test_a_rewritten_history_crops_the_cache_to_the_common_prefix(clip):
+    """Editing an earlier answer in the history: the cache is cut where the tokens differ, and the
+    turn still equals a whole prefill."""
+    model, proc = strong_model(True, "tc")
+    kept = ChatSession(model, proc, [clip], video_kwargs=VIDEO_KW)
+    kept.ask(Q1, **GREEDY)
+    kept.history[-1] = {"role": "assistant", "content": "red ."}
+    whole = ChatSession(model, proc, encoded=kept.encoded, reuse_cache=False)
+    whole.history = list(kept.history)
+    assert kept.ask("and then ?", **GREEDY) == whole.ask("and then ?", **GREEDY)
+    ids = proc([kept.history[:1]], None, text_only=True)["input_ids"][0]
+    assert proc.num_visual_tokens < kept.reused_tokens < len(ids) + 3
+
+
+def test_session_timings_and_counts(clip):
+    model, proc = strong_model()
+    session = ChatSession(model, proc, [clip], video_kwargs=VIDEO_KW)
+    session.ask(Q1, **GREEDY)
+    first = session.last.timings
+    assert first.decode > 0 and first.vision > 0 and first.projector > 0 and first.prefill > 0
+    assert first.new_tokens == 8 == session.last.completion_tokens and session.last.finish_reason == "length"
+    assert first.prompt_tokens == session.last.prompt_tokens > proc.num_visual_tokens
+    session.ask("and then ?", **GREEDY)
+    assert session.last.timings.decode == 0 and session.last.timings.vision == 0  # encoded once

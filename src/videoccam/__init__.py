@@ -37,6 +37,7 @@ from transformers import (  # noqa: E402
 
 from videoccam.configuration import CCAMProjectorConfig, VideoCCAMConfig  # noqa: E402
 from videoccam.modeling import VideoCCAMForConditionalGeneration  # noqa: E402
+from videoccam.pipeline import Pipeline  # noqa: E402
 from videoccam.processing.processor import VideoCCAMProcessor  # noqa: E402
 from videoccam.processing.subtitles import load_subtitles  # noqa: E402
 from videoccam.processing.video import Video, load_video, sample_indices  # noqa: E402
@@ -50,6 +51,7 @@ AutoProcessor.register(VideoCCAMConfig, VideoCCAMProcessor, exist_ok=True)
 
 __all__ += [
     "CCAMProjector",
+    "Pipeline",
     "CCAMProjectorConfig",
     "VideoCCAMConfig",
     "VideoCCAMForConditionalGeneration",

@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import torch
 
-    from videoccam.modeling import VideoCCAMForConditionalGeneration
     from videoccam.processing.processor import VideoCCAMProcessor
     from videoccam.processing.video import Video
 
@@ -106,22 +104,15 @@ def _decode_delay(total: int) -> float:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Answer questions about videos/images: one question, or a conversation read from stdin."""
-    import torch
-    from transformers import AutoProcessor
+    from videoccam.streaming import AnswerStreamer
 
-    from videoccam.assets import default_model_path
-    from videoccam.session import AnswerStreamer, ChatSession
-
-    device = None if args.device_map is not None else resolve_device(args.device)  # fail before loading
-    model_path = args.model if args.model is not None else str(default_model_path())
-    _check_model_folder(model_path)  # each fault named before transformers reads the folder
-    processor = AutoProcessor.from_pretrained(model_path)
-    videos = _load_videos(args, processor)  # before the model: a bad file fails fast
+    pipe = load_pipeline(args)
+    processor = pipe.processor
+    videos = _load_videos(args, processor)  # before the media are encoded: a bad file fails fast
     prefix = _subtitle_prefix(args.subtitles, videos[0]) if args.subtitles is not None else ""
-    model = _load_model(model_path, args, getattr(torch, args.dtype), device)
-    session = ChatSession(  # encodes the media once, for every question
-        model, processor, [*videos, *args.image], kinds=["video"] * len(videos) + ["image"] * len(args.image),
-    )
+    media = [*videos, *args.image]
+    session = pipe.session(  # encodes the media once, for every question; keeps the KV cache between turns
+        media, kinds=["video"] * len(videos) + ["image"] * len(args.image))
     generate_kwargs = _generate_kwargs(args)
 
     def answer(question: str) -> None:
@@ -130,7 +121,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if args.stream:  # the streamer writes the stripped answer and a newline, as the print below
             session.ask(question, streamer=AnswerStreamer(processor.tokenizer), **generate_kwargs)
         else:
-            print(session.ask(question, **generate_kwargs).strip(), flush=True)
+            print(session.ask(question, **generate_kwargs), flush=True)
+        if args.timings:
+            print(f"[timings] {session.last.timings.format()}", file=sys.stderr, flush=True)
 
     if args.question is not None:
         answer(args.question)
@@ -138,6 +131,25 @@ def cmd_chat(args: argparse.Namespace) -> int:
         for question in _read_questions():
             answer(question)
     return 0
+
+
+def load_pipeline(args: argparse.Namespace):
+    """The :class:`~videoccam.pipeline.Pipeline` of ``--model`` (default: the bundled model) with the
+    loading flags (``--device`` / ``--device-map``, ``--dtype``, ``--attn-implementation``, TC options);
+    the device and accelerate are checked before anything loads, with the flags' names in the errors."""
+    from videoccam.configuration import temporal_overrides
+    from videoccam.pipeline import Pipeline, require_accelerate
+
+    device_map = getattr(args, "device_map", None)
+    if device_map is not None:
+        require_accelerate(device_map, "--device-map", "--device")
+        device = None
+    else:
+        device = resolve_device(args.device)
+    pipe = Pipeline.from_pretrained(args.model, device=device if device is not None else "auto",
+                                    dtype=args.dtype, attn_implementation=args.attn_implementation,
+                                    device_map=device_map, **temporal_overrides(args))
+    return pipe
 
 
 def video_kwargs(args: argparse.Namespace, processor: VideoCCAMProcessor) -> dict:
@@ -192,73 +204,11 @@ def _subtitle_prefix(path: str, video: Video) -> str:
     return subtitle_prompt(lines)
 
 
-def _check_model_folder(model_path: str) -> None:
-    """A local ``--model`` folder: config, tokenizer and weights present and readable (a hub id is not checked)."""
-    from videoccam.loading import check_tokenizer, check_weights, local_model_folder
+def resolve_device(name: str):
+    """``--device`` as a torch device (:func:`videoccam.devices.resolve_device`, errors naming the flag)."""
+    from videoccam.devices import resolve_device as resolve
 
-    folder = local_model_folder(model_path)
-    if folder is not None:
-        check_tokenizer(folder)
-        check_weights(folder)
-
-
-def _load_model(model_path: str, args: argparse.Namespace, dtype: torch.dtype, device: torch.device | None,
-                ) -> VideoCCAMForConditionalGeneration:
-    """The model in eval mode: on ``device``, or spread by ``--device-map`` (which needs accelerate)."""
-    from videoccam.configuration import temporal_overrides
-    from videoccam.modeling import VideoCCAMForConditionalGeneration
-
-    kwargs = {"dtype": dtype, "attn_implementation": args.attn_implementation, **temporal_overrides(args)}
-    if args.device_map is None:  # the plain path: no accelerate needed
-        model = VideoCCAMForConditionalGeneration.from_pretrained(model_path, **kwargs).to(device)
-    else:
-        try:
-            found = importlib.util.find_spec("accelerate") is not None
-        except (ImportError, ValueError):  # ValueError: None in sys.modules
-            found = False
-        if not found:
-            raise ValueError(f"--device-map {args.device_map} needs the accelerate package: pip install accelerate "
-                             "(or use --device)")
-        model = VideoCCAMForConditionalGeneration.from_pretrained(model_path, device_map=args.device_map, **kwargs)
-    logger.info("model %s on %s (%s)", model_path, model.device, args.dtype)
-    return model.eval()
-
-
-def available_devices() -> list[str]:
-    """The devices torch can use here, best first: ``cuda:0``, ... , ``mps``, ``cpu``."""
-    import torch
-
-    found = [f"cuda:{i}" for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
-    if torch.backends.mps.is_available():
-        found.append("mps")
-    return [*found, "cpu"]
-
-
-def resolve_device(name: str) -> torch.device:
-    """``--device``: ``auto`` is CUDA if available, then MPS, then CPU; a named device must exist.
-
-    Raises:
-        ValueError: naming the device and the available ones (an unknown name, a device type this
-            machine or torch build lacks, or a device index past the count).
-    """
-    import torch
-
-    available = available_devices()
-    if name == "auto":
-        return torch.device(available[0])
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ValueError(f"--device {name}: not a device name (available: {', '.join(available)})") from None
-    if device.type == "cpu":
-        return device
-    present = [d for d in available if torch.device(d).type == device.type]
-    if not present:
-        raise ValueError(f"--device {name}: no {device.type} device on this machine or in this torch build "
-                         f"(available: {', '.join(available)})")
-    if device.index is not None and str(device) not in present:
-        raise ValueError(f"--device {name}: no such {device.type} device (available: {', '.join(available)})")
-    return device
+    return resolve(name, "--device")
 
 
 def _generate_kwargs(args: argparse.Namespace) -> dict:
@@ -292,6 +242,49 @@ def _read_questions() -> Iterator[str]:
         if not question or question.lower() in ("exit", "quit"):
             return
         yield question
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate on a benchmark (or re-score predictions): exit 0 when every question was answered, 1
+    when some failed (they are recorded in predictions.jsonl and counted apart in results.json)."""
+    from pathlib import Path
+
+    from videoccam.eval.harness import EvalRequest, run_benchmark, score_predictions
+
+    judge = _judge(args)
+    if args.target[0] == "score":
+        results = score_predictions(args.target[1], Path(args.predictions), Path(args.out), judge=judge,
+                                    protocol=args.protocol)
+        print((Path(args.out) / "results.md").read_text(), end="")
+        return 1 if results["failed"] else 0
+    request = EvalRequest(
+        benchmark=args.target[0], data=Path(args.data), out=Path(args.out), num_frames=args.num_frames,
+        subtitles=args.subtitles, batch_size=args.batch_size, workers=args.workers, limit=args.limit,
+        resume=args.resume, protocol=args.protocol, seed=args.seed, command=" ".join(["videoccam", *sys.argv[1:]]),
+        judge=judge, progress=lambda desc: progress_bar(args, desc, "question"))
+    from videoccam.eval.benchmarks import get_benchmark
+
+    get_benchmark(request.benchmark)  # an unknown name fails before the model loads
+    pipe = load_pipeline(args)
+    runs = run_benchmark(pipe, request)
+    for results in runs:
+        out = Path(args.out) if len(runs) == 1 else Path(args.out) / f"frames-{results['num_frames']}"
+        print((out / "results.md").read_text(), end="")
+    if len(runs) > 1:
+        print((Path(args.out) / "sweep.md").read_text(), end="")
+    return 1 if any(r["failed"] for r in runs) else 0
+
+
+def _judge(args: argparse.Namespace):
+    """The LLM judge of ``--judge-url`` / ``--judge-model`` (its cache in ``--out``), or None."""
+    if args.judge_url is None:
+        return None
+    from pathlib import Path
+
+    from videoccam.eval.judge import Judge
+
+    return Judge(args.judge_url, args.judge_model, api_key_env=args.judge_key_env,
+                 cache_path=Path(args.out) / "judge_cache.jsonl")
 
 
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:

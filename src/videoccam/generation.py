@@ -17,10 +17,12 @@ from transformers import GenerationMixin
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import ModelOutput
 
+from videoccam.engine import encode_pixels, generate_answers
 from videoccam.hf_compat import CACHE_NAME, OTHER_CACHE_NAME
 from videoccam.media_expansion import MEDIA_KEYS, expand_media, items_per_prompt
 from videoccam.processing.video import Video
 from videoccam.projector import ProjectorOutput
+from videoccam.timings import StageClock, Timings
 
 if TYPE_CHECKING:
     from videoccam.processing.processor import VideoCCAMProcessor
@@ -142,27 +144,27 @@ class VideoCCAMGenerationMixin(GenerationMixin):
                 ``streamer``, ...).
 
         Returns:
-            One answer string per conversation.
+            One answer string per conversation (special tokens skipped, stripped). The same path as
+            :class:`videoccam.pipeline.Pipeline`, which also returns token counts and timings.
         """
         if messages and isinstance(messages[0], dict):  # one conversation
             messages, media = [messages], None if media is None else [media]
+        clock, timings = StageClock(self.device), Timings()
         if visual_embeds is not None:
             if media is not None:
                 raise ValueError("chat takes either media or precomputed visual_embeds, not both")
             inputs = processor(messages, None, add_generation_prompt=True, padding_side="left", return_tensors="pt",
-                               text_only=True)
-            generate_kwargs["visual_embeds"] = visual_embeds
+                               text_only=True).to(self.device)
+            visual = visual_embeds
         else:
             items = None if media is None else [_media_items(m) for m in media]
-            inputs = processor(messages, items, add_generation_prompt=True, padding_side="left",
-                               return_tensors="pt", video_kwargs=video_kwargs)
-        inputs = inputs.to(self.device)
-        for key, value in processor.generation_defaults().items():  # eos_token_id, pad_token_id
-            generate_kwargs.setdefault(key, value)
-        generate_kwargs.setdefault("max_new_tokens", 512)
-        output = self.generate(**inputs, **generate_kwargs)  # [B, S + new]
-        new_tokens = output[:, inputs["input_ids"].shape[1]:]
-        return processor.batch_decode(new_tokens, skip_special_tokens=True)
+            with clock.stage(timings, "preprocess"):  # decoding included
+                inputs = processor(messages, items, add_generation_prompt=True, padding_side="left",
+                                   return_tensors="pt", video_kwargs=video_kwargs).to(self.device)
+            pixel_values, frame_counts = inputs.pop("pixel_values", None), inputs.pop("frame_counts", None)
+            visual = None if pixel_values is None else encode_pixels(self, pixel_values, frame_counts, timings, clock)
+        answers = generate_answers(self, processor, inputs, visual, clock=clock, **generate_kwargs)
+        return [answer.text for answer in answers]
 
 
 def _media_items(media: Any) -> list:

@@ -36,3 +36,14 @@ def enable_activation_checkpointing(model: Any) -> None:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def crop_cache(cache: Any, length: int) -> None:
+    """Keep the first ``length`` tokens of a ``DynamicCache``.
+
+    ``crop`` takes the length to keep before transformers 5.2x and refuses a positive value after
+    (it then takes minus the number of tokens to remove); a negative count means the same on both.
+    """
+    remove = cache.get_seq_length() - length
+    if remove > 0:
+        cache.crop(-remove)
