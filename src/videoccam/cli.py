@@ -159,25 +159,15 @@ def video_kwargs(args: argparse.Namespace, processor: VideoCCAMProcessor) -> dic
     defaults to the model's input size (its image processor's ``size``), so frames are resized while
     decoding and a 720p video is never held at full size; ``--size source`` keeps it.
     """
+    from videoccam.processing.media import input_size
+
     num_frames = processor.num_frames if args.num_frames is None else args.num_frames
     kwargs = {"num_frames": num_frames, "sample": args.sample, "start": args.start, "end": args.end}
     if args.sample == "fps":
         kwargs.update(fps=args.fps, max_frames=args.max_frames)
-    kwargs["size"] = None if args.size == "source" else args.size if args.size is not None else model_input_size(
-        processor)
+    kwargs["size"] = None if args.size == "source" else args.size if args.size is not None else input_size(
+        processor.image_processor)
     return kwargs
-
-
-def model_input_size(processor: VideoCCAMProcessor) -> tuple[int, int] | None:
-    """``(width, height)`` the image processor resizes every frame to, or None when it does not say
-    (no resize, or a shortest-edge rule, which keeps the aspect ratio)."""
-    image_processor = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None)
-    if size is None or not getattr(image_processor, "do_resize", True):
-        return None
-    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
-    width, height = get("width"), get("height")
-    return (int(width), int(height)) if width and height else None
 
 
 def _load_videos(args: argparse.Namespace, processor: VideoCCAMProcessor) -> list[Video]:

@@ -21,6 +21,7 @@ from videoccam.eval.predictions import PredictionFile, read_rows
 from videoccam.eval.report import build_results, headline, manifest, write_results, write_sweep
 from videoccam.eval.runner import LoopOptions, evaluate_items
 from videoccam.eval.types import EvalItem
+from videoccam.processing.media import input_size
 
 if TYPE_CHECKING:
     from videoccam.pipeline import Pipeline
@@ -101,7 +102,7 @@ def _run_one(pipe: Pipeline, bench: Any, items: list[EvalItem], request: EvalReq
             command=request.command, seed=request.seed, batch_size=request.batch_size, judge=request.judge),
             indent=1) + "\n")
         options = LoopOptions(num_frames=num_frames, batch_size=request.batch_size, workers=request.workers,
-                              root=request.data)
+                              root=request.data, size=input_size(pipe.processor.image_processor))
         progress = request.progress(f"{bench.name} @{num_frames}") if request.progress is not None else None
         stats = evaluate_items(pipe, bench, pending, options, write=store.write, progress=progress)
     ids = {item.question_id for item in items}

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Decoder = Callable[[EvalItem, int], Video]
+Decoder = Callable[..., Video]  # (item, num_frames, size) -> Video
 Row = dict[str, Any]
 
 
@@ -55,6 +55,8 @@ class LoopOptions:
         max_new_tokens: the default answer length (Video-CCAM's multiple-choice runs use 100, greedy);
             an item's own ``generate`` options override it.
         root: paths in the rows are written relative to it when they lie under it.
+        size: ``(width, height)`` frames are resized to while decoding (the model's input size, so a
+            long 720p video is never held at full size); None keeps the source size.
     """
 
     num_frames: int
@@ -62,6 +64,7 @@ class LoopOptions:
     workers: int = 2
     max_new_tokens: int = 100
     root: Path | None = None
+    size: tuple[int, int] | None = None
 
 
 @dataclass
@@ -71,9 +74,9 @@ class LoopStats:
     wall_s: float = 0.0
 
 
-def decode_item(item: EvalItem, num_frames: int) -> Video:
+def decode_item(item: EvalItem, num_frames: int, size: tuple[int, int] | None = None) -> Video:
     """An item's video at ``num_frames`` with its sampling options (the default decoder)."""
-    return load_video(item.video, **{"num_frames": num_frames, **item.video_kwargs})
+    return load_video(item.video, **{"num_frames": num_frames, "size": size, **item.video_kwargs})
 
 
 @dataclass
@@ -149,7 +152,7 @@ def _decoded_groups(groups: OrderedDict[str, list[EvalItem]], decode: Decoder, o
 
     def work(item: EvalItem) -> tuple[Video, float]:
         t0 = time.perf_counter()
-        video = decode(item, options.num_frames)
+        video = decode(item, options.num_frames, options.size)
         return video, time.perf_counter() - t0
 
     ordered = list(groups.values())

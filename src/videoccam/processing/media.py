@@ -77,6 +77,19 @@ def _check_frame_array(array: Any) -> Any:
     return array
 
 
+def input_size(image_processor: Any) -> tuple[int, int] | None:
+    """``(width, height)`` the image processor resizes every frame to, or None when it does not say
+    (no resize, or a shortest-edge rule, which keeps the aspect ratio). Decoding at this size (the
+    ``size=`` of :func:`~videoccam.processing.video.load_video`) never holds full-size frames and
+    gives the pixels the processor would have made."""
+    size = getattr(image_processor, "size", None)
+    if size is None or not getattr(image_processor, "do_resize", True):
+        return None
+    get = size.get if isinstance(size, dict) else lambda key: getattr(size, key, None)
+    width, height = get("width"), get("height")
+    return (int(width), int(height)) if width and height else None
+
+
 def preprocess_frames(image_processor: Any, frames: Frames) -> torch.Tensor:
     """Frames -> ``[n, 3, H, W]`` pixel values, by the model's image processor.
 
