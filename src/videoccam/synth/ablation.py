@@ -25,8 +25,11 @@ import torch
 
 from videoccam.configs import resolve_config
 from videoccam.data import FrameCache, read_records
+from videoccam.eval.benchmarks.synth import SYNTH
+from videoccam.eval.runner import LoopOptions, evaluate_items
 from videoccam.eval.scoring import wilson_interval
-from videoccam.processing.video import load_video
+from videoccam.pipeline import Pipeline
+from videoccam.processing.video import Video, load_video
 from videoccam.synth.forked import run_forked
 from videoccam.train.config import PROJECTOR_CHECKPOINT_OPTIONS, load_config
 from videoccam.train.distributed import training_device
@@ -65,52 +68,33 @@ class FamilyScore:
         return wilson_interval(self.correct, self.n)
 
 
-def normalise(text: str) -> str:
-    return " ".join(text.strip().lower().split())
-
-
 def evaluate(model: Any, processor: Any, test_file: str | Path, num_frames: int, *, batch_size: int = 50,
              media_root: str | Path | None = None, limit: int | None = None,
              frame_cache: FrameCache | None = None) -> list[dict[str, Any]]:
-    """Greedy answers to every test question at ``num_frames`` uniformly sampled frames (read from
-    ``frame_cache`` when given, e.g. one warmed for every variant before they were forked).
+    """Greedy answers to every test question at ``num_frames`` uniformly sampled frames, through the
+    evaluation loop of ``videoccam eval synth`` (:func:`videoccam.eval.runner.evaluate_items`); the
+    clips are read from ``frame_cache`` when given (e.g. one warmed for every variant before they
+    were forked) and resized by the processor, as in training.
 
     Returns one record per question: ``id``, ``family``, ``answer``, ``prediction``, ``correct``,
     ``chance``, ``order_dependent`` (a clip that fails to decode is recorded with ``error``).
     """
     test_file = Path(test_file)
     root = Path(media_root) if media_root is not None else test_file.parent
-    records = read_records(test_file)[:limit]
-    results = []
-    model.eval()
-    for start in range(0, len(records), batch_size):
-        chunk = records[start:start + batch_size]
-        convs, media, keep = [], [], []
-        for rec in chunk:
-            try:
-                frames = (frame_cache.frames(root / rec["video"], num_frames, "uniform") if frame_cache is not None
-                          else load_video(root / rec["video"], num_frames=num_frames, sample="uniform").frames)
-            except Exception as err:  # noqa: BLE001 - a bad clip is recorded, the run goes on
-                results.append({**_result(rec), "error": str(err), "correct": False, "prediction": None})
-                continue
-            convs.append([{"role": "user", "content": rec["conversations"][0]["value"]}])
-            media.append([frames])
-            keep.append(rec)
-        if not keep:
-            continue
-        with torch.no_grad():
-            answers = model.chat(convs, media, processor, max_new_tokens=8, do_sample=False)
-        for rec, pred in zip(keep, answers, strict=True):
-            results.append({**_result(rec), "prediction": pred.strip(),
-                            "correct": normalise(pred) == normalise(rec["meta"]["answer"])})
-    return results
+    items = SYNTH.load_file(test_file, root).items[:limit]
 
+    def decode(item: Any, n: int, size: Any) -> Video:  # size unused: the processor resizes, as in training
+        if frame_cache is None:
+            return load_video(item.video, num_frames=n, sample="uniform")
+        frames = frame_cache.frames(item.video, n, "uniform")  # uint8 [T, H, W, 3]
+        return load_video(frames, num_frames=len(frames))  # every cached frame, in order
 
-def _result(rec: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a prediction record that come from the test record."""
-    meta = rec["meta"]
-    return {"id": rec["id"], "family": meta["family"], "answer": meta["answer"], "chance": meta["chance"],
-            "order_dependent": meta["order_dependent"]}
+    rows: list[dict[str, Any]] = []
+    options = LoopOptions(num_frames=num_frames, batch_size=batch_size, workers=0, max_new_tokens=8)
+    evaluate_items(Pipeline(model, processor), SYNTH, items, options, write=rows.append, decode=decode)
+    return [{"id": r["question_id"], "family": r["task"], "answer": r["answer"], "chance": r["meta"].get("chance"),
+             "order_dependent": r["meta"].get("order_dependent"), "prediction": r["response"],
+             "correct": bool(r["correct"]), **({"error": r["error"]} if r["error"] else {})} for r in rows]
 
 
 def score(results: Sequence[dict[str, Any]]) -> dict[str, FamilyScore]:

@@ -35,11 +35,15 @@ class SynthBenchmark:
         path = Path(root) / TEST_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no test split (make one with `videoccam synth --out {root}`)")
+        return self.load_file(path, Path(root))
+
+    def load_file(self, path: Path, media_root: Path) -> LoadedBenchmark:
+        """The questions of one LLaVA-format file whose ``video`` paths are relative to ``media_root``."""
         try:
-            records = json.loads(path.read_text())
+            records = json.loads(Path(path).read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"{path}: not JSON ({err})") from None
-        return LoadedBenchmark([self._item(Path(root), path, k, rec) for k, rec in enumerate(records)])
+        return LoadedBenchmark([self._item(Path(media_root), Path(path), k, rec) for k, rec in enumerate(records)])
 
     def _item(self, root: Path, path: Path, index: int, rec: Any) -> EvalItem:
         qid = str(rec.get("id", index)) if isinstance(rec, dict) else str(index)
