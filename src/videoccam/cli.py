@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,11 +109,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args)
     processor = pipe.processor
+    started = time.perf_counter()
     videos = _load_videos(args, processor)  # before the media are encoded: a bad file fails fast
     prefix = _subtitle_prefix(args.subtitles, videos[0]) if args.subtitles is not None else ""
     media = [*videos, *args.image]
+    decode_s = time.perf_counter() - started
     session = pipe.session(  # encodes the media once, for every question; keeps the KV cache between turns
         media, kinds=["video"] * len(videos) + ["image"] * len(args.image))
+    if session.encoded is not None:  # the videos were decoded above, before the session
+        session.encoded.timings.decode += decode_s
     generate_kwargs = _generate_kwargs(args)
 
     def answer(question: str) -> None:
