@@ -116,7 +116,8 @@ def _invoked_command(argv: Sequence[str]) -> str | None:
 # import names that differ from the distribution names in pyproject.toml
 _IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL"}
 # the extra to name when a module belongs to several, by command
-_PREFERRED_EXTRA = {"chat": "video", "train": "train", "data": "train", "synth": "train", "ablate": "train"}
+_PREFERRED_EXTRA = {"chat": "video", "train": "train", "data": "train", "synth": "train", "ablate": "train",
+                    "eval": "eval", "serve": "serve", "demo": "demo"}
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 
