@@ -25,6 +25,7 @@ from videoccam_cli_options import (
     add_data,
     add_eval,
     add_make_tiny_checkpoint,
+    add_serve,
     add_synth,
     add_train,
     common_flags,
@@ -53,6 +54,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("eval", "Evaluate a model on MVBench, Video-MME, MLVU, VideoVista, the open-ended QA sets or the "
             "synthetic world; or re-score a predictions file (eval score).", add_eval, "cmd_eval",
             "See docs/evaluation.md for each benchmark's folder layout and what its numbers mean."),
+    Command("serve", "Serve the model over an OpenAI-compatible HTTP API (chat completions with video).", add_serve,
+            "cmd_serve", "See docs/serving.md."),
     Command("make-tiny-checkpoint",
             "Write a tiny random-weight checkpoint (for trying the pipeline; its answers are noise).",
             add_make_tiny_checkpoint, "cmd_make_tiny_checkpoint"),

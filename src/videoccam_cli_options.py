@@ -214,6 +214,27 @@ def _check_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--device-map replaces --device: give one of them")
 
 
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model-name", default="videoccam", help="the id of the model in the API (default videoccam)")
+    parser.add_argument("--media-root", default=None, metavar="DIR",
+                        help="local media paths (and file:// URLs) must resolve under DIR; without it, none are read")
+    parser.add_argument("--allow-remote-media", action="store_true",
+                        help="fetch http(s) media URLs (size-capped, with a timeout; off by default)")
+    parser.add_argument("--max-batch-size", type=_positive_int, default=8,
+                        help="requests answered together in one generate (1: no batching)")
+    parser.add_argument("--max-queue", type=_positive_int, default=64,
+                        help="requests that may wait; more are refused at once with 429")
+    parser.add_argument("--max-frames", type=_positive_int, default=96, help="the most frames a request may ask for")
+    parser.add_argument("--max-body-mb", type=_positive_float, default=64.0, help="the largest request body (413)")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' (default: the VIDEOCCAM_API_KEY variable, else none)")
+    parser.add_argument("--batch-window-ms", type=_positive_float, default=10.0,
+                        help="how long the first request of a batch waits for others (default 10 ms)")
+    add_model_flags(parser)
+
+
 def add_make_tiny_checkpoint(tiny: argparse.ArgumentParser) -> None:
     tiny.add_argument("out")
     tiny.add_argument("--text-family", default="qwen2", choices=["qwen2", "llama", "phi3"])

@@ -282,6 +282,31 @@ def _judge(args: argparse.Namespace):
                  cache_path=Path(args.out) / "judge_cache.jsonl")
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the model over HTTP until interrupted (uvicorn)."""
+    from pathlib import Path
+
+    import uvicorn
+
+    from videoccam.serve.app import ServeSettings, create_app
+
+    media_root = None
+    if args.media_root is not None:
+        media_root = Path(args.media_root)
+        if not media_root.is_dir():
+            raise ValueError(f"--media-root {args.media_root}: no such folder")
+    settings = ServeSettings(model_name=args.model_name, media_root=media_root,
+                             allow_remote_media=args.allow_remote_media, max_batch_size=args.max_batch_size,
+                             max_queue=args.max_queue, max_frames=args.max_frames, max_body_mb=args.max_body_mb,
+                             api_key=args.api_key or os.environ.get("VIDEOCCAM_API_KEY") or None,
+                             batch_window_s=args.batch_window_ms / 1000)
+    app = create_app(load_pipeline(args), settings)
+    logger.warning("serving %s on http://%s:%d/v1 (media root: %s; remote media: %s)", settings.model_name, args.host,
+                   args.port, media_root or "none", "on" if settings.allow_remote_media else "off")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+    return 0
+
+
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     """Write a tiny random-weight checkpoint (for trying the pipeline; its answers are noise)."""
     from videoccam.configuration import temporal_overrides
