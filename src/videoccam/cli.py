@@ -301,6 +301,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              api_key=args.api_key or os.environ.get("VIDEOCCAM_API_KEY") or None,
                              batch_window_s=args.batch_window_ms / 1000)
     app = create_app(load_pipeline(args), settings)
+    sys.setswitchinterval(0.001)  # the event loop gets the GIL back from the model thread within 1 ms
     logger.warning("serving %s on http://%s:%d/v1 (media root: %s; remote media: %s)", settings.model_name, args.host,
                    args.port, media_root or "none", "on" if settings.allow_remote_media else "off")
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from videoccam.processing.media import input_size
 from videoccam.serve.batcher import Batcher, Job, finished
 from videoccam.serve.errors import APIError, bad_request
-from videoccam.serve.media import MediaPolicy, load_part
+from videoccam.serve.media import MediaCache, MediaPolicy, load_part
 from videoccam.serve.requests import ChatRequest, parse_request
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class ServeSettings:
     api_key: str | None = None
     batch_window_s: float = 0.01
     decode_workers: int = 4
+    media_cache_items: int = 64
 
 
 class StopTrimmer:
@@ -87,6 +88,7 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
     batcher = Batcher(pipe, max_batch_size=settings.max_batch_size, max_queue=settings.max_queue,
                       window_s=settings.batch_window_s)
     decoders = ThreadPoolExecutor(settings.decode_workers, thread_name_prefix="videoccam-decode")
+    media_cache = MediaCache(settings.media_cache_items)
     policy = MediaPolicy(media_root=settings.media_root, allow_remote=settings.allow_remote_media,
                          max_frames=settings.max_frames, size=input_size(pipe.processor.image_processor))
     @asynccontextmanager
@@ -127,7 +129,12 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
         if req.model and req.model != settings.model_name:
             raise APIError(404, f"the model {req.model!r} does not exist (this server has {settings.model_name!r})",
                            "model", "model_not_found")
-        job = await make_job(req)
+        batcher.reserve()  # a full queue refuses at once, before any decoding
+        try:
+            job = await make_job(req)
+        except BaseException:
+            batcher.release()
+            raise
         batcher.submit(job)
         ident, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         if req.stream:
@@ -142,9 +149,11 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
     async def make_job(req: ChatRequest) -> Job:
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
-        media = await asyncio.gather(*(loop.run_in_executor(decoders, load_part, ref.url, ref.kind, policy,
-                                                            ref.param, req.video_kwargs) for ref in req.media))
-        job = Job(req.messages, list(media), [ref.kind for ref in req.media], req.generate, req.seed, loop)
+        loaded = await asyncio.gather(*(loop.run_in_executor(decoders, load_part, ref.url, ref.kind, policy,
+                                                             ref.param, req.video_kwargs, media_cache)
+                                        for ref in req.media))
+        job = Job(req.messages, [video for video, _ in loaded], [ref.kind for ref in req.media],
+                  [key for _, key in loaded], req.generate, req.seed, loop)
         job.decode_s = time.perf_counter() - t0 if req.media else 0.0
         return job
 

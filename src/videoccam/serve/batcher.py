@@ -15,13 +15,16 @@ import json
 import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from videoccam.engine import Encoded, concat_visual
+from videoccam.projector import ProjectorOutput
 from videoccam.serve.errors import APIError
+from videoccam.timings import Timings
 
 if TYPE_CHECKING:
     from videoccam.engine import Answer
@@ -38,6 +41,7 @@ class Job:
     messages: list[dict[str, Any]]
     media: list[Video]
     kinds: list[str]
+    media_keys: list[str | None]
     generate: dict[str, Any]
     seed: int | None
     loop: asyncio.AbstractEventLoop
@@ -58,9 +62,12 @@ class Job:
 class Batcher:
     """See the module docstring."""
 
-    def __init__(self, pipe: Pipeline, *, max_batch_size: int = 8, max_queue: int = 64, window_s: float = 0.01
-                 ) -> None:
+    def __init__(self, pipe: Pipeline, *, max_batch_size: int = 8, max_queue: int = 64, window_s: float = 0.01,
+                 cache_items: int = 256) -> None:
         self.pipe, self.max_batch_size, self.max_queue, self.window_s = pipe, max_batch_size, max_queue, window_s
+        self.cache_items = cache_items
+        self._visual: OrderedDict[str, ProjectorOutput] = OrderedDict()  # media content key -> [1, Q, D] tokens
+        self._reserved = 0  # admitted requests still decoding their media
         self._waiting: deque[Job] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -68,14 +75,29 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name="videoccam-model", daemon=True)
         self._thread.start()
 
-    def submit(self, job: Job) -> None:
-        """Queue a job, or refuse it at once (429 when the queue is full, 503 when shutting down)."""
+    def reserve(self) -> None:
+        """Admit a request before its media are decoded, or refuse it at once: 429 when ``max_queue``
+        requests are already waiting or decoding, 503 when shutting down. Then :meth:`submit` or
+        :meth:`release`."""
         with self._cond:
             if self._closed:
                 raise APIError(503, "the server is shutting down")
-            if len(self._waiting) >= self.max_queue:
+            if len(self._waiting) + self._reserved >= self.max_queue:
                 raise APIError(429, f"the queue is full ({self.max_queue} requests waiting); retry later",
                                code="queue_full")
+            self._reserved += 1
+
+    def release(self) -> None:
+        """Give back a reservation whose request failed before it was queued."""
+        with self._cond:
+            self._reserved -= 1
+
+    def submit(self, job: Job) -> None:
+        """Queue a job admitted by :meth:`reserve`."""
+        with self._cond:
+            self._reserved -= 1
+            if self._closed:
+                raise APIError(503, "the server is shutting down")
             self._waiting.append(job)
             self._cond.notify()
 
@@ -131,14 +153,63 @@ class Batcher:
                 finally:
                     self.running = 0
 
-    def _run(self, batch: list[Job]) -> None:
-        ready, encoded = [], []
-        for job in batch:
+    def _encode(self, batch: list[Job]) -> tuple[list[Job], list[Encoded | None]]:
+        """Each job's media as visual tokens: from the cache where a part was encoded before (by content),
+        the rest in one vision + projector pass for the whole batch; if that pass fails, job by job (a
+        bad one fails alone)."""
+        fresh = [(j, i) for j, job in enumerate(batch) for i, key in enumerate(job.media_keys)
+                 if key is None or key not in self._visual]
+        pieces: dict[tuple[int, int], ProjectorOutput] = {}
+        failed: set[int] = set()
+        share = Timings()
+        if fresh:
             try:
-                encoded.append(self.pipe.encode(job.media, kinds=job.kinds) if job.media else None)
-                ready.append(job)
-            except Exception as err:  # noqa: BLE001 - that request fails alone
-                job.send("error", APIError(400, f"the media could not be encoded: {err}"))
+                done = self.pipe.encode([batch[j].media[i] for j, i in fresh],
+                                        kinds=[batch[j].kinds[i] for j, i in fresh])
+                groups = [fresh]
+            except Exception:  # noqa: BLE001 - find the bad one below
+                done, groups = None, [[(j, i) for j2, i in fresh if j2 == j] for j in sorted({j for j, _ in fresh})]
+            for group in groups:
+                enc = done
+                if enc is None:
+                    try:
+                        enc = self.pipe.encode([batch[j].media[i] for j, i in group],
+                                               kinds=[batch[j].kinds[i] for j, i in group])
+                    except Exception as err:  # noqa: BLE001 - that request fails alone
+                        batch[group[0][0]].send("error", APIError(400, f"the media could not be encoded: {err}"))
+                        failed.add(group[0][0])
+                        continue
+                share.add_media(enc.timings, 1.0 / len({j for j, _ in fresh}))
+                for n, (j, i) in enumerate(group):
+                    piece = ProjectorOutput(enc.visual.embeds[n:n + 1], enc.visual.frame_ids[n:n + 1])  # [1, Q, *]
+                    pieces[(j, i)] = piece
+                    self._remember(batch[j].media_keys[i], piece)
+        ready, encoded = [], []
+        fresh_jobs = {j for j, _ in fresh}
+        for j, job in enumerate(batch):
+            if j in failed:
+                continue
+            ready.append(job)
+            if not job.media:
+                encoded.append(None)
+                continue
+            parts = [pieces.get((j, i)) or self._visual[key] for i, key in enumerate(job.media_keys)]
+            timings = Timings()
+            if j in fresh_jobs:
+                timings.add_media(share)
+            encoded.append(Encoded(concat_visual(parts), list(job.kinds), list(job.media), timings))
+        return ready, encoded
+
+    def _remember(self, key: str | None, piece: ProjectorOutput) -> None:
+        if key is None or self.cache_items <= 0:
+            return
+        self._visual[key] = piece
+        self._visual.move_to_end(key)
+        while len(self._visual) > self.cache_items:
+            self._visual.popitem(last=False)
+
+    def _run(self, batch: list[Job]) -> None:
+        ready, encoded = self._encode(batch)
         if not ready:
             return
         if ready[0].seed is not None:
@@ -157,11 +228,6 @@ class Batcher:
         for job, answer in zip(ready, answers, strict=True):
             answer.timings.decode += job.decode_s
             job.send("done", answer)
-
-
-async def events(job: Job) -> tuple[str, Any]:
-    """The next event of a job (for the request handler)."""
-    return await job.events.get()
 
 
 def finished(answer: Answer) -> dict[str, Any]:

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import json
 import logging
 import os
 import tempfile
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,24 +123,75 @@ def _from_data_url(url: str, param: str, folder: Path) -> Path:
     return path
 
 
-def load_part(url: Any, kind: str, policy: MediaPolicy, param: str, video_kwargs: dict[str, Any]) -> Video:
-    """Decode one media part (``kind``: ``image`` or ``video``) to a :class:`Video` (an image: one frame)."""
+class MediaCache:
+    """The last ``max_items`` decoded media parts, by content: a data URL by the sha256 of its payload, a
+    local file by its resolved path, size and modification time (remote URLs are not cached). Chat
+    clients send the whole conversation, media included, with every turn: each turn after the first
+    finds its video here (and the batcher finds its visual tokens)."""
+
+    def __init__(self, max_items: int = 64) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[str, Video] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+
+    def get(self, key: str | None) -> Video | None:
+        if key is None:
+            return None
+        with self._lock:
+            video = self._items.get(key)
+            if video is not None:
+                self._items.move_to_end(key)
+                self.hits += 1
+            return video
+
+    def put(self, key: str | None, video: Video) -> None:
+        if key is None or self.max_items <= 0:
+            return
+        with self._lock:
+            self._items[key] = video
+            self._items.move_to_end(key)
+            while len(self._items) > self.max_items:
+                self._items.popitem(last=False)
+
+
+def _content_key(url: str, scheme: str, policy: MediaPolicy, param: str) -> str | None:
+    if scheme == "data":
+        return "data:" + hashlib.sha256(url.encode()).hexdigest()
+    if scheme in ("", "file"):
+        path = local_path(url, policy, param)
+        stat = path.stat()
+        return f"file:{path}:{stat.st_size}:{stat.st_mtime_ns}"
+    return None
+
+
+def load_part(url: Any, kind: str, policy: MediaPolicy, param: str, video_kwargs: dict[str, Any],
+              cache: MediaCache | None = None) -> tuple[Video, str | None]:
+    """Decode one media part (``kind``: ``image`` or ``video``) to a :class:`Video` (an image: one frame);
+    with its cache key (None: not cacheable), which the batcher also uses for the visual tokens."""
     if not isinstance(url, str) or not url:
         raise bad_request("expected a URL string", param)
     scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme not in ("data", "http", "https", "file", ""):
+        raise bad_request(f"unsupported URL scheme {scheme!r} (data:, a path under the media root, or "
+                          "http(s) with --allow-remote-media)", param)
+    kwargs = {"num_frames": 1} if kind == "image" else dict(video_kwargs)
+    source = _content_key(url, scheme, policy, param)
+    key = None if source is None else json.dumps([source, kind, kwargs, policy.size], sort_keys=True)
+    cached = cache.get(key) if cache is not None else None
+    if cached is not None:
+        return cached, key
     with tempfile.TemporaryDirectory(prefix="videoccam-serve-") as tmp:
         if scheme == "data":
             path = _from_data_url(url, param, Path(tmp))
         elif scheme in ("http", "https"):
             path = _fetch(url, policy, param, Path(tmp))
-        elif scheme in ("", "file") or (len(scheme) == 1 and os.name == "nt"):
-            path = local_path(url, policy, param)
         else:
-            raise bad_request(f"unsupported URL scheme {scheme!r} (data:, a path under the media root, or "
-                              "http(s) with --allow-remote-media)", param)
-        kwargs = {"num_frames": 1} if kind == "image" else dict(video_kwargs)
+            path = local_path(url, policy, param)
         try:
             video = load_video(path, size=policy.size, timeout=policy.decode_timeout_s, **kwargs)
         except (VideoCCAMError, ValueError, OSError) as err:
             raise bad_request(f"could not decode the {kind}: {err}".replace(str(path), "the media"), param) from None
-        return video
+    if cache is not None:
+        cache.put(key, video)
+    return video, key

@@ -120,6 +120,13 @@ def parse_request(body: Any, *, max_frames: int, default_frames: int = 16, max_n
             generate["top_p"] = float(top_p)
     else:
         generate["do_sample"] = False
+    min_tokens = _number(body, "min_tokens", 0, tokens, integer=True)  # vLLM's extra sampling fields
+    if body.get("ignore_eos") is not None and not isinstance(body.get("ignore_eos"), bool):
+        raise bad_request("ignore_eos must be true or false", "ignore_eos")
+    if body.get("ignore_eos"):
+        min_tokens = tokens  # a fixed answer length (what serving benchmarks ask for)
+    if min_tokens:
+        generate["min_new_tokens"] = min_tokens
     stop = body.get("stop") or []
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or len(stop) > 4:
