@@ -235,6 +235,13 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
     add_model_flags(parser)
 
 
+def add_demo(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
+    add_model_flags(parser)
+
+
 def add_make_tiny_checkpoint(tiny: argparse.ArgumentParser) -> None:
     tiny.add_argument("out")
     tiny.add_argument("--text-family", default="qwen2", choices=["qwen2", "llama", "phi3"])

@@ -308,6 +308,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the Gradio demo until interrupted."""
+    from videoccam.demo import build_demo
+
+    demo = build_demo(load_pipeline(args))
+    logger.warning("demo on http://%s:%d", args.host, args.port)
+    demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=args.share,
+                                                   show_error=True, quiet=not args.verbose)
+    return 0
+
+
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:
     """Write a tiny random-weight checkpoint (for trying the pipeline; its answers are noise)."""
     from videoccam.configuration import temporal_overrides
