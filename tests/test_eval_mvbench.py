@@ -64,6 +64,7 @@ def test_frame_indices_are_videochat2s(loaded, qid, expected):
     ("(B) Opened the door.", True, True), ("(", True, False),  # a lone "(": Video-CCAM's quirk
     ("The answer is B", True, False), ("The correct answer is B", False, False), ("A", False, False),
     ("b) opened", True, True), ("", False, True),  # official: "(" alone is a substring of "(b)"
+    ("B\nBecause the door", False, True),  # Video-CCAM splits on spaces only; the official check reads line 1
 ])
 def test_checks_on_edge_cases(response, videoccam, official):
     row = {"answer": "(B) Opened the door.", "response": response}
@@ -83,4 +84,4 @@ def test_score_reports_both_checks_and_writes_the_leaderboard_file(tmp_path):
     assert scores["overall"]["official"]["correct"] == 2  # "The answer is A" -> "(The" fails officially
     assert scores["tasks"]["T1"]["official"]["accuracy"] == pytest.approx(1 / 3)
     MVBENCH.write_official(rows, tmp_path)
-    assert json.loads((tmp_path / "upload_leaderboard.json").read_text()) == {"T1": 33.33, "T2": 50.0, "Avg": 40.0}
+    assert json.loads((tmp_path / "upload_leaderboard.json").read_text()) == {"T1": 66.67, "T2": 50.0, "Avg": 60.0}

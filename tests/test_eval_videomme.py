@@ -51,7 +51,7 @@ def test_subtitles_at_the_sampled_frames(root):
 
 
 @pytest.mark.parametrize(("response", "letter"), [
-    ("B", "B"), ("(B) Two.", "B"), ("The best answer is C", "C"), ("Answer: D", "D"),
+    ("B", "B"), ("(B) Two.", "B"), ("The best answer is C", "C"), ("Answer: D", "A"),  # "Answer:" is kept: its A
     ("Based on the video, two balls.", "B"),  # the first capital A-D anywhere: "Based" gives B
     ("I think there are two balls in the video, one red and one blue, rolling", None),  # > 10 words, no A-D
     ("none", None), ("The correct option is A", "A"),  # "The correct option is" is never removed (no comma)

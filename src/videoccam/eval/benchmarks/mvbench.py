@@ -164,12 +164,12 @@ class MVBench:
         }
 
     def write_official(self, rows: Sequence[dict[str, Any]], out_dir: Path) -> list[Path]:
-        """``upload_leaderboard.json``: ``{task: accuracy %, ..., "Avg": accuracy %}`` (official check), the
-        flat form VideoChat2's notebook and Video-CCAM write (Video-CCAM rounds Avg as ``round(x + 1e-5, 2)``)."""
+        """``upload_leaderboard.json``: ``{task: accuracy %, ..., "Avg": accuracy %}`` from the protocol's
+        verdicts (Video-CCAM's check), as Video-CCAM writes it (``Avg`` rounded as ``round(x + 1e-5, 2)``)."""
         scores = self.score(rows)
-        board = {task: round(100 * e["official"]["accuracy"], 2)
-                 for task, e in scores["tasks"].items() if e["official"]["n"]}
-        total = scores["overall"]["official"]
+        board = {task: round(100 * e["videoccam"]["accuracy"], 2)
+                 for task, e in scores["tasks"].items() if e["videoccam"]["n"]}
+        total = scores["overall"]["videoccam"]
         if total["n"]:
             board["Avg"] = round(100 * total["accuracy"] + 1e-5, 2)
         path = Path(out_dir) / "upload_leaderboard.json"

@@ -36,8 +36,9 @@ VIDEO_FOLDERS = ("data", "video", "videos")
 VIDEO_SUFFIXES = (".mp4", ".MP4", ".mkv", ".webm")
 COLUMNS = ("video_id", "duration", "domain", "sub_category", "videoID", "question_id", "task_type", "question",
            "options", "answer")
-# eval_your_results.py's prefixes, as written there: two pairs lack the comma between them, so Python
-# concatenates each pair into one string that never matches (kept, to score as the official script does)
+# eval_your_results.py's prefixes (BradyFU/Video-MME), as written there: two pairs lack the comma between
+# them, so Python concatenates each pair into one string that never matches; "Answer:" is not in the list
+# (so "Answer: D" reads as A). Kept, to score as the official script does.
 ANSWER_PREFIXES = [
     "The best answer is",
     "The correct answer is",
@@ -45,8 +46,6 @@ ANSWER_PREFIXES = [
     "The answer",
     "The best option is" "The correct option is",
     "Best answer:" "Best option:",
-    "Answer:",
-    "Option:",
 ]
 _LETTER = re.compile(r"[ABCD]")
 
