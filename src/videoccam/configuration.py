@@ -71,8 +71,8 @@ def check_projector_path(value: object, name: str = "projector_config.path") -> 
     that existed until 2026-12) the message says that it was removed, why, and what to use instead."""
     if value == "streaming":
         raise ConfigError(
-            f"{name}: the 'streaming' projector path was removed (slower than 'dense' on CPU and 7.5-12.6x slower "
-            f"on an H100, see {PROJECTOR_DECISION}); use 'dense', which computes the same outputs"
+            f"{name}: the 'streaming' projector path was removed (7.5-12.6x slower than 'dense' on an H100, see "
+            f"{PROJECTOR_DECISION}); use 'dense', which computes the same outputs"
         )
     if value not in PROJECTOR_PATHS:
         raise ConfigError(f"{name} must be 'dense' (the only projector path), got {value!r}")

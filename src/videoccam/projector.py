@@ -16,7 +16,7 @@ The masked cross-attention pads the batch and calls ``scaled_dot_product_attenti
 with the boolean ``[M, 1, Q, T_max*P]`` mask of :func:`videoccam.masks.projector_key_mask`, built once
 per forward and shared by every block and head. PyTorch's fused kernels take the boolean mask without
 materialising the ``[H, Q, T*P]`` scores. A mask-free "streaming" implementation (frame by frame with an
-online softmax) was measured slower on CPU and 7.5-12.6x slower on an H100 and was removed
+online softmax) was 1.2-1.3x slower on CPU from 32 frames on and 7.5-12.6x slower on an H100, and was removed
 (docs/experiments/2026-12-05-projector-decision.md).
 """
 
