@@ -19,7 +19,8 @@ projectors are written here, not in the library.
 Shapes: ``--device cuda`` uses SigLIP-SO400M/14-384 (27x27 = 729 patches, width 1152, 27 layers)
 and a Qwen2.5-7B-shaped LLM (3584 wide, 28 layers, 28/4 heads, 18944 MLP), Q = 1024, bf16. The CPU
 configuration is scaled so all three fit: a 4-layer 256-wide SigLIP at 112 px / patch 14 (8x8 = 64
-patches), a 4-layer 512-wide Qwen2 LLM, Q = 96 (the released Q/P ratio, 1024/729 = 1.4), float32.
+patches), an 8-layer 768-wide Qwen2 LLM (so that, as at the released sizes, the LLM's work per
+frame fed whole is ~18x the vision encoder's), Q = 96 (the released Q/P ratio, 1024/729 = 1.4), float32.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ TEXT_TOKENS = 32
 SCALES = {
     "cpu": {"image": 112, "patch": 14, "vision": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
                                                       num_attention_heads=4),
-            "text": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
-                         num_key_value_heads=2, vocab_size=32000),
+            "text": dict(hidden_size=768, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=12,
+                         num_key_value_heads=4, vocab_size=32000),
             "q": 96, "projector": dict(hidden_size=256, num_heads=4, num_key_value_heads=4, intermediate_size=1024,
                                        num_layers=2)},
     "released": {"image": 384, "patch": 14, "vision": dict(hidden_size=1152, intermediate_size=4304,

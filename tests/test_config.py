@@ -58,37 +58,49 @@ def test_version_is_exported():
     assert videoccam.__version__
 
 
-def test_projector_path_is_a_validated_config_field():
+REMOVED = r"the 'streaming' projector path was removed .*2026-12-05-projector-decision\.md.*use 'dense'"
+
+
+def test_projector_path_accepts_only_dense_and_names_the_removal_of_streaming():
     from videoccam import CCAMProjectorConfig
 
-    assert CCAMProjectorConfig().path == "dense"  # measured the faster on CPU (bench/projector.py)
-    assert CCAMProjectorConfig(path="streaming").path == "streaming"
-    with pytest.raises(ConfigError, match=r"projector_config\.path must be one of \('dense', 'streaming'\)"):
+    assert CCAMProjectorConfig().path == CCAMProjectorConfig(path="dense").path == "dense"
+    with pytest.raises(ConfigError, match=r"projector_config\.path: " + REMOVED):
+        CCAMProjectorConfig(path="streaming")
+    with pytest.raises(ConfigError, match=r"projector_config\.path must be 'dense' \(the only projector path\)"):
         CCAMProjectorConfig(path="flash")
     cfg = VideoCCAMConfig.from_dict(json.loads(FIXTURE.read_text()))
     assert cfg.projector_config.path == cfg.projector_path == "dense"  # absent from v1.2 files: the default
-    cfg.projector_path = "streaming"
-    assert cfg.projector_config.path == "streaming" and "projector_path" not in cfg.to_dict()
-    with pytest.raises(ConfigError, match=r"projector_path must be one of \('dense', 'streaming'\)"):
-        cfg.projector_path = "flash"
+    cfg.projector_path = "dense"
+    assert "projector_path" not in cfg.to_dict()
+    with pytest.raises(ConfigError, match=r"projector_path: " + REMOVED):
+        cfg.projector_path = "streaming"
+    assert cfg.projector_config.path == "dense"
 
 
-def test_projector_path_round_trips(tmp_path):
+def test_config_files_naming_a_projector_path(tmp_path):
+    """A config.json written with ``"path": "dense"`` still loads and saves; one with ``"streaming"`` fails
+    naming the removal."""
     data = json.loads(FIXTURE.read_text())
-    data["projector_config"]["path"] = "streaming"
+    data["projector_config"]["path"] = "dense"
     VideoCCAMConfig.from_dict(data).save_pretrained(tmp_path)
-    assert AutoConfig.from_pretrained(tmp_path).projector_config.path == "streaming"
+    assert json.loads((tmp_path / "config.json").read_text())["projector_config"]["path"] == "dense"
+    assert AutoConfig.from_pretrained(tmp_path).projector_config.path == "dense"
+    data["projector_config"]["path"] = "streaming"
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match=REMOVED):
+        AutoConfig.from_pretrained(tmp_path)
 
 
-def test_training_config_sets_the_projector_path():
-    """``model.projector.path`` reaches the built model's projector config like any projector field."""
+def test_training_config_projector_path():
+    """``model.projector.path``: ``dense`` (older YAML files) builds; ``streaming`` fails naming the removal."""
     from videoccam.configs import resolve_config
     from videoccam.train import load_config
     from videoccam.train.build import build_model
 
-    config = load_config(resolve_config("tiny-align"), ["data.train=x.json", "model.projector.path=streaming"])
+    config = load_config(resolve_config("tiny-align"), ["data.train=x.json", "model.projector.path=dense"])
     model, _ = build_model(config.model, 4)
-    assert model.projector.config.path == model.config.projector_config.path == "streaming"
-    config = load_config(resolve_config("tiny-align"), ["data.train=x.json", "model.projector.path=flash"])
-    with pytest.raises(ConfigError, match=r"projector_config\.path"):
+    assert model.projector.config.path == model.config.projector_config.path == "dense"
+    config = load_config(resolve_config("tiny-align"), ["data.train=x.json", "model.projector.path=streaming"])
+    with pytest.raises(ConfigError, match=r"projector_config\.path: " + REMOVED):
         build_model(config.model, 4)

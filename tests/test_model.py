@@ -180,17 +180,13 @@ def test_chat_batched_api(tiny_checkpoint):
     assert single == answers[:1]
 
 
-def test_from_pretrained_sets_the_projector_path(tiny_checkpoint):
-    """``projector_path=`` switches a checkpoint's projector implementation (weight-free), as the TC options do."""
+def test_from_pretrained_projector_path_only_dense(tiny_checkpoint):
+    """``projector_path="dense"`` (an older call) still loads; ``"streaming"`` fails naming the removal."""
     from videoccam import ConfigError
 
-    dense = VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint).eval()
-    streaming = VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint, projector_path="streaming").eval()
-    assert dense.config.projector_config.path == "dense"
-    assert streaming.config.projector_config.path == streaming.projector.config.path == "streaming"
-    pixels = torch.randn(5, 3, dense.config.vision_config.image_size, dense.config.vision_config.image_size)
-    with torch.no_grad():
-        a, b = (m.get_visual_embeds(pixels, [2, 3]).embeds for m in (dense, streaming))
-    torch.testing.assert_close(a, b, atol=2e-5, rtol=2e-5)
-    with pytest.raises(ConfigError, match="projector_path"):
+    dense = VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint, projector_path="dense")
+    assert dense.config.projector_config.path == dense.projector.config.path == "dense"
+    with pytest.raises(ConfigError, match=r"projector_path: the 'streaming' projector path was removed"):
+        VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint, projector_path="streaming")
+    with pytest.raises(ConfigError, match="projector_path must be 'dense'"):
         VideoCCAMForConditionalGeneration.from_pretrained(tiny_checkpoint, projector_path="flash")

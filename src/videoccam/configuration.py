@@ -22,8 +22,11 @@ from videoccam.positions import decode_step
 
 ProjectorMask = Literal["ccam", "none"]  # CCAM's causal cross-attention mask, or plain cross-attention
 PROJECTOR_MASKS: tuple[str, ...] = get_args(ProjectorMask)
-ProjectorPath = Literal["dense", "streaming"]  # the two exact implementations of the masked cross-attention
+# the projector's one implementation of the masked cross-attention; the field stays so that config.json files
+# written while there were two (``"path": "dense"``) still load
+ProjectorPath = Literal["dense"]
 PROJECTOR_PATHS: tuple[str, ...] = get_args(ProjectorPath)
+PROJECTOR_DECISION = "docs/experiments/2026-12-05-projector-decision.md"
 
 
 # keys that transformers itself writes into or reads from a config.json beyond the dataclass fields (its
@@ -64,9 +67,15 @@ def check_known_keys(kwargs: dict[str, Any], known: tuple[str, ...], prefix: str
 
 
 def check_projector_path(value: object, name: str = "projector_config.path") -> None:
-    """Raise :class:`ConfigError` naming ``name`` unless ``value`` is one of :data:`PROJECTOR_PATHS`."""
+    """Raise :class:`ConfigError` naming ``name`` unless ``value`` is ``"dense"``; for ``"streaming"`` (a path
+    that existed until 2026-12) the message says that it was removed, why, and what to use instead."""
+    if value == "streaming":
+        raise ConfigError(
+            f"{name}: the 'streaming' projector path was removed (7.5-12.6x slower than 'dense' on an H100, see "
+            f"{PROJECTOR_DECISION}); use 'dense', which computes the same outputs"
+        )
     if value not in PROJECTOR_PATHS:
-        raise ConfigError(f"{name} must be one of {PROJECTOR_PATHS}, got {value!r}")
+        raise ConfigError(f"{name} must be 'dense' (the only projector path), got {value!r}")
 
 
 @strict
@@ -92,10 +101,8 @@ class CCAMProjectorConfig(PreTrainedConfig):
             frame-order-invariant ablation baseline).
         causal_query_self_attention: query i may attend query k only if ``g(k) <= g(i)``.
         initializer_range: std of the normal init of the queries and linear weights.
-        path: how the masked cross-attention runs, with the same result (see :mod:`videoccam.projector`):
-            ``"dense"`` (one SDPA call with the padded boolean mask; the faster on CPU) or ``"streaming"``
-            (mask-free, frame by frame with an online softmax; less peak memory). Weight-free: a loaded
-            checkpoint may switch it (``from_pretrained(..., projector_path="streaming")``).
+        path: only ``"dense"`` (kept so that config files naming it load); the removed ``"streaming"`` is a
+            :class:`ConfigError` that says so.
     """
 
     model_type = "ccam_projector"
@@ -214,8 +221,8 @@ class VideoCCAMConfig(PreTrainedConfig):
 
     @property
     def projector_path(self) -> ProjectorPath:
-        """``projector_config.path``, settable at the top level so that ``from_pretrained(path,
-        projector_path="streaming")`` switches a checkpoint's projector as it sets the TC options."""
+        """``projector_config.path``, always ``"dense"``. Kept settable so that an old
+        ``from_pretrained(path, projector_path=...)`` call loads (``"dense"``) or fails naming the removal."""
         return self.projector_config.path
 
     @projector_path.setter
@@ -233,13 +240,6 @@ def temporal_overrides(source: object) -> dict[str, object]:
     checkpoint's (or the default) value."""
     given = {name: getattr(source, name) for name in TEMPORAL_OPTIONS}
     return {name: value for name, value in given.items() if value is not None}
-
-
-def projector_overrides(source: object) -> dict[str, object]:
-    """``{"projector_path": ...}`` when ``source`` (CLI arguments) has a ``projector_path`` that is not None,
-    as a ``from_pretrained`` keyword argument (see :attr:`VideoCCAMConfig.projector_path`); else ``{}``."""
-    value = getattr(source, "projector_path", None)
-    return {} if value is None else {"projector_path": value}
 
 
 def _check_positive(config: PreTrainedConfig, *fields: str) -> None:

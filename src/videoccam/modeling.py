@@ -80,8 +80,7 @@ class VideoCCAMForConditionalGeneration(VideoCCAMPreTrainedModel, VideoCCAMGener
 
     The processor writes Q placeholder tokens (``image_token_id`` / ``video_token_id``) per media
     item; :meth:`forward` encodes the frames, projects each item to Q tokens and scatters them into
-    exactly those positions, then runs the LLM. The projector runs its ``config.projector_config.path``
-    (``"dense"`` or ``"streaming"``; ``from_pretrained(..., projector_path="streaming")`` switches it).
+    exactly those positions, then runs the LLM.
 
     TC-LLaVA options (``config.frame_block_mask``, ``config.temporal_rope``, ``config.rope_gamma``; see
     ``docs/temporal-options.md``) act at prefill, i.e. whenever the KV cache is empty: the model then

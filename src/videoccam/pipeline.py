@@ -61,8 +61,7 @@ class Pipeline:
     def from_pretrained(cls, path: str | os.PathLike | None = None, *, device: str | torch.device = "auto",
                         dtype: str | torch.dtype = "float32", attn_implementation: str | None = None,
                         device_map: str | None = None, frame_block_mask: bool | None = None,
-                        temporal_rope: str | None = None, rope_gamma: float | None = None,
-                        projector_path: str | None = None) -> Pipeline:
+                        temporal_rope: str | None = None, rope_gamma: float | None = None) -> Pipeline:
         """Load a model folder or hub id (default: the bundled model) with its processor.
 
         Args:
@@ -72,7 +71,6 @@ class Pipeline:
             attn_implementation: the LLM's attention backend (``sdpa``, ``eager``, ...).
             device_map: spread the model with accelerate (``auto``, ...) instead of ``device``.
             frame_block_mask, temporal_rope, rope_gamma: TC-LLaVA options over the checkpoint's.
-            projector_path: the projector's attention path (``dense`` / ``streaming``).
 
         Raises:
             ModelFileError: a local folder lacks its config, tokenizer or weights (each named).
@@ -93,7 +91,7 @@ class Pipeline:
             check_weights(folder)
         processor = AutoProcessor.from_pretrained(model_path)
         overrides = {"frame_block_mask": frame_block_mask, "temporal_rope": temporal_rope, "rope_gamma": rope_gamma,
-                     "projector_path": projector_path, "attn_implementation": attn_implementation}
+                     "attn_implementation": attn_implementation}
         kwargs: dict[str, Any] = {"dtype": torch_dtype, **{k: v for k, v in overrides.items() if v is not None}}
         if device_map is None:
             model = VideoCCAMForConditionalGeneration.from_pretrained(model_path, **kwargs).to(resolved)

@@ -12,20 +12,12 @@ Each block is pre-norm with residuals::
 
 followed by a final LayerNorm and a linear map to the LLM width.
 
-Two exact implementations of the masked cross-attention (config ``path``, :attr:`CCAMProjectorConfig.path`,
-selects one; ``CCAMProjector.forward(..., path=...)`` overrides it for one call):
-
-- ``"dense"`` (reference, default): pads the batch and calls ``scaled_dot_product_attention`` once
-  with the boolean ``[M, 1, Q, T_max*P]`` mask of :func:`videoccam.masks.projector_key_mask`, built
-  once per forward and shared by every block and head. PyTorch's fused kernels take the boolean mask without
-  materialising the ``[H, Q, T*P]`` scores; ``bench/projector.py`` measured this path the faster
-  one on CPU.
-- ``"streaming"`` (mask-free): query block g sees exactly the key prefix of frames ``0..g``, so
-  frame f is seen by a suffix of the queries. The path streams over frames: each frame's keys are
-  read once and attended, unmasked, by that suffix, and the partial results are merged with an
-  online softmax (the flash-attention recurrence). No mask is materialised, half the attention
-  FLOPs of the dense path are spent, and padding is never touched. Lower peak memory (-27% at
-  96 frames on CPU), but slower on CPU than the fused dense kernel.
+The masked cross-attention pads the batch and calls ``scaled_dot_product_attention`` once per block
+with the boolean ``[M, 1, Q, T_max*P]`` mask of :func:`videoccam.masks.projector_key_mask`, built once
+per forward and shared by every block and head. PyTorch's fused kernels take the boolean mask without
+materialising the ``[H, Q, T*P]`` scores. A mask-free "streaming" implementation (frame by frame with an
+online softmax) was 1.2-1.3x slower on CPU from 32 frames on and 7.5-12.6x slower on an H100, and was removed
+(docs/experiments/2026-12-05-projector-decision.md).
 """
 
 from __future__ import annotations
@@ -36,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from videoccam.configuration import CCAMProjectorConfig, ProjectorPath, check_projector_path
+from videoccam.configuration import CCAMProjectorConfig, check_projector_path
 from videoccam.masks import ccam_query_frames, projector_key_mask, projector_self_mask
 
 
@@ -115,15 +107,13 @@ class CCAMBlock(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, visual: torch.Tensor, frame_counts: list[int],
-                self_mask: torch.Tensor | None, key_mask: torch.Tensor | None,
-                query_frames: list[torch.Tensor] | None, path: ProjectorPath) -> torch.Tensor:
+                self_mask: torch.Tensor | None, key_mask: torch.Tensor) -> torch.Tensor:
         """One block.
 
         Shapes:
             x: ``[M, Q, D]``; visual: ``[N, P, Dv]`` (frames of all items, concatenated);
             self_mask: ``[M, 1, Q, Q]`` bool or None (no mask); key_mask: ``[M, 1, Q, T_max*P]`` bool, the
-            dense path's cross-attention mask (None on the streaming path); query_frames: M x ``[Q]`` or
-            None (no CCAM mask), read by the streaming path.
+            cross-attention mask (it also hides the padding frames of shorter items).
         """
         h = self.self_norm(x)
         q, (k, v) = self.self_attn.queries(h), self.self_attn.keys_values(h)  # [M, H, Q, Dh], [M, K, Q, Dh]
@@ -131,11 +121,8 @@ class CCAMBlock(nn.Module):
 
         q = self.cross_attn.queries(self.cross_norm(x))  # [M, H, Q, Dh]
         k, v = self.cross_attn.keys_values(self.kv_norm(visual))  # [N, K, P, Dh] each
-        if path == "dense":
-            keys, values = _padded_items(k, frame_counts), _padded_items(v, frame_counts)  # [M, K, T_max*P, Dh]
-            attn = self.cross_attn.attend(q, keys, values, key_mask)  # [M, Q, D]
-        else:
-            attn = _cross_attention_streaming(self.cross_attn, q, k, v, frame_counts, query_frames)
+        keys, values = _padded_items(k, frame_counts), _padded_items(v, frame_counts)  # [M, K, T_max*P, Dh]
+        attn = self.cross_attn.attend(q, keys, values, key_mask)  # [M, Q, D]
         x = x + self.dropout(attn)
         return x + self.dropout(self.mlp(self.mlp_norm(x)))
 
@@ -154,57 +141,6 @@ def _padded_items(x: torch.Tensor, frame_counts: list[int]) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(
         [xx.transpose(0, 1) for xx in _per_item_keys(x, frame_counts)], batch_first=True
     ).transpose(1, 2)  # [M, T_max*P, K, Dh] -> [M, K, T_max*P, Dh]
-
-
-def _cross_attention_streaming(attn: ProjectorAttention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                               frame_counts: list[int], query_frames: list[torch.Tensor] | None) -> torch.Tensor:
-    """Production path: stream over frames with an online softmax; no mask is ever built.
-
-    Query i sees frame f iff ``g(i) >= f``; as g is non-decreasing, the queries that see frame f are
-    the suffix starting at ``start[f] = #{i : g(i) < f}``. Each frame's P keys are read once and
-    attended, unmasked, by that suffix; partial results are merged with running max / denominator
-    (the flash-attention recurrence). Rows that no later frame reaches are finalised and split off,
-    so every update is out-of-place and autograd-safe. Statistics are kept in float32.
-    """
-    num_heads, num_query, head_dim = q.shape[1], q.shape[2], q.shape[3]
-    group = num_heads // k.shape[1]
-    scale = head_dim ** -0.5
-    outputs = []
-    for m, (kk, vv) in enumerate(zip(k.split(frame_counts), v.split(frame_counts), strict=True)):  # [T, K, P, Dh] each
-        if query_frames is None:  # plain cross-attention: every query sees every real frame
-            outputs.append(attn.attend(q[m], kk.transpose(0, 1).flatten(1, 2), vv.transpose(0, 1).flatten(1, 2)))
-            continue
-        frames_idx = torch.arange(kk.shape[0], device=q.device)
-        starts = torch.searchsorted(query_frames[m], frames_idx).tolist()  # [T], first query that sees frame f
-        done, cur = [], 0
-        acc = row_max = denom = None
-        for f, s in enumerate(starts):
-            if s >= num_query:
-                break
-            if s > cur and acc is not None:  # rows cur..s-1 see no later frame: finalise them
-                done.append(acc[:, : s - cur] / denom[:, : s - cur])
-                acc, row_max, denom = acc[:, s - cur:], row_max[:, s - cur:], denom[:, s - cur:]
-            cur = s
-            kf = kk[f].repeat_interleave(group, dim=0) if group > 1 else kk[f]  # [H, P, Dh]
-            vf = vv[f].repeat_interleave(group, dim=0) if group > 1 else vv[f]  # [H, P, Dh]
-            scores = (q[m, :, s:] @ kf.transpose(-1, -2)).float() * scale  # [H, n, P]
-            frame_max = scores.amax(-1, keepdim=True)  # [H, n, 1]
-            new_max = frame_max if row_max is None else torch.maximum(row_max, frame_max)
-            probs = torch.exp(scores - new_max)  # [H, n, P]
-            frame_sum = probs.sum(-1, keepdim=True)  # [H, n, 1]
-            if attn.training and attn.dropout > 0:
-                probs = F.dropout(probs, attn.dropout)
-            frame_out = (probs.to(vf.dtype) @ vf).float()  # [H, n, Dh]
-            if acc is None:
-                acc, denom = frame_out, frame_sum
-            else:
-                correction = torch.exp(row_max - new_max)  # [H, n, 1]
-                acc, denom = acc * correction + frame_out, denom * correction + frame_sum
-            row_max = new_max
-        done.append(acc / denom)
-        out = torch.cat(done, dim=1).to(q.dtype)  # [H, Q, Dh]
-        outputs.append(attn.o_proj(out.transpose(0, 1).flatten(-2)))  # [Q, H*Dh] -> [Q, D]
-    return torch.stack(outputs)  # [M, Q, D]
 
 
 class CCAMProjector(nn.Module):
@@ -226,32 +162,26 @@ class CCAMProjector(nn.Module):
             return torch.zeros(len(frame_counts), q, dtype=torch.long, device=device)
         return torch.stack([ccam_query_frames(q, t, device=device) for t in frame_counts])  # [M, Q]
 
-    def forward(self, visual: torch.Tensor, frame_counts: list[int] | torch.Tensor,
-                path: ProjectorPath | None = None) -> ProjectorOutput:
+    def forward(self, visual: torch.Tensor, frame_counts: list[int] | torch.Tensor) -> ProjectorOutput:
         """Project the visual tokens.
 
         Args:
             visual: ``[N, P, Dv]``, the frames of all M items concatenated in order.
             frame_counts: ``[M]`` frames per item, summing to N (an image counts 1).
-            path: ``"dense"`` or ``"streaming"`` for this call; default ``config.path``.
 
         Returns:
             :class:`ProjectorOutput` with ``embeds [M, Q, Do]`` and ``frame_ids [M, Q]``.
 
         Raises:
             ValueError: ``frame_counts`` not positive or not summing to N.
-            ConfigError: (a ``ValueError``) an unknown ``path`` (or ``config.path``), naming it.
+            ConfigError: (a ``ValueError``) ``config.path`` set to anything but ``"dense"`` after validation.
         """
         counts = [int(c) for c in frame_counts]
         if not counts or min(counts) < 1 or sum(counts) != visual.shape[0]:
             raise ValueError(
                 f"frame_counts {counts} must be positive and sum to the number of frames ({visual.shape[0]})"
             )
-        if path is None:
-            path = self.config.path
-            check_projector_path(path)  # the config may have been changed after its validation
-        else:
-            check_projector_path(path, "path")
+        check_projector_path(self.config.path)  # the config may have been changed after its validation
         num_query, device = self.config.num_query, visual.device
         frame_ids = self.query_frame_ids(counts, device)  # [M, Q]
         use_ccam = self.config.mask == "ccam"
@@ -259,12 +189,9 @@ class CCAMProjector(nn.Module):
         self_mask = None
         if use_ccam and self.config.causal_query_self_attention:
             self_mask = projector_self_mask(num_query, counts, device=device)  # [M, 1, Q, Q]
-        key_mask = None
-        if path == "dense":
-            key_mask = projector_key_mask(num_query, counts, visual.shape[1], causal=use_ccam,
-                                          device=device)  # [M, 1, Q, T_max*P]
-        query_frames = list(frame_ids) if use_ccam else None
+        key_mask = projector_key_mask(num_query, counts, visual.shape[1], causal=use_ccam,
+                                      device=device)  # [M, 1, Q, T_max*P]
         x = self.query.to(visual.dtype).expand(len(counts), -1, -1)  # [M, Q, D]
         for layer in self.layers:
-            x = layer(x, visual, counts, self_mask, key_mask, query_frames, path)
+            x = layer(x, visual, counts, self_mask, key_mask)
         return ProjectorOutput(embeds=self.output_proj(self.norm(x)), frame_ids=frame_ids)

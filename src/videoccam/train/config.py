@@ -29,6 +29,7 @@ from videoccam.train.callbacks import CallbackSpec, build_callbacks
 METRIC_SCHEDULES = ("reduce_lr_on_plateau", "greedy")
 STEP_SCHEDULES = tuple(s.value for s in SchedulerType if s.value not in METRIC_SCHEDULES)
 # projector config fields that a checkpoint's projector can change without touching its weights
+# ("path" only accepts "dense" since the streaming path was removed; kept so that older YAML files naming it load)
 PROJECTOR_CHECKPOINT_OPTIONS: tuple[str, ...] = ("mask", "causal_query_self_attention", "path")
 
 
