@@ -23,6 +23,7 @@ from videoccam_cli_options import (
     add_ablate,
     add_chat,
     add_data,
+    add_demo,
     add_eval,
     add_make_tiny_checkpoint,
     add_synth,
@@ -61,6 +62,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("data", "training data tools", add_data, None),
     Command("synth", "Generate the synthetic temporal benchmark: mp4 clips, LLaVA-format JSON and a word-level "
             "tokenizer.", add_synth, "cmd_synth", "See docs/synthetic-world.md."),
+    Command("demo", "Serve the Gradio web demo: upload a video or image and chat about it (streamed answers, "
+            "timings).", add_demo, "cmd_demo", "See docs/demo.md."),
     Command("ablate", "Train and evaluate plain cross-attention vs CCAM vs CCAM + TC-LLaVA options on the synthetic "
             "world.", add_ablate, "cmd_ablate"),
 )
@@ -117,6 +120,7 @@ def _invoked_command(argv: Sequence[str]) -> str | None:
 _IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL"}
 # the extra to name when a module belongs to several, by command
 _PREFERRED_EXTRA = {"chat": "video", "train": "train", "data": "train", "synth": "train", "ablate": "train"}
+_PREFERRED_EXTRA["demo"] = "demo"  # gradio is only in the demo extra; av is in several
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 

@@ -133,6 +133,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
     return 0
 
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve the Gradio web demo (:mod:`videoccam.demo`) of ``--model`` until interrupted."""
+    import gradio  # noqa: F401  (before the model loads: a missing 'demo' extra fails fast)
+
+    from videoccam.demo import find_examples, launch_demo
+
+    examples = find_examples(args.examples)  # a bad --examples fails before the model loads
+    launch_demo(load_pipeline(args), host=args.host, port=args.port, share=args.share, examples=examples)
+    return 0
+
 def load_pipeline(args: argparse.Namespace):
     """The :class:`~videoccam.pipeline.Pipeline` of ``--model`` (default: the bundled model) with the
     loading flags (``--device`` / ``--device-map``, ``--dtype``, ``--attn-implementation``, TC options);
