@@ -203,3 +203,33 @@ def test_the_demo_command_s_flags():
                           text=True, timeout=60, check=False,
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert done.returncode == 2 and "must be a port number 1..65535, got 70000" in done.stderr
+
+
+class _FakeSession:
+    """Stands in for a ChatSession: streams "x" deltas until ``generate``'s stopping criteria say stop."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def ask(self, question, *, on_text, stopping_criteria, **kwargs):
+        import torch
+
+        ids = torch.zeros(1, 3, dtype=torch.long)
+        while not bool(stopping_criteria[0](ids, None)[0]) and self.steps < 10_000:
+            self.steps += 1
+            on_text(0, "x")
+            time.sleep(0.001)
+        return "x" * self.steps
+
+
+def test_stream_yields_the_growing_answer_and_closing_it_stops_generate():
+    from videoccam.demo import DemoBackend
+
+    backend = DemoBackend.__new__(DemoBackend)  # stream() needs no pipeline
+    session = _FakeSession()
+    answers = backend.stream(session, "q", Generation(8))
+    assert [next(answers) for _ in range(3)] == ["x", "xx", "xxx"]
+    answers.close()  # what gradio does on Stop or a closed page
+    steps = session.steps
+    time.sleep(0.05)
+    assert 3 <= steps < 10_000 and session.steps == steps  # the thread stopped and was joined

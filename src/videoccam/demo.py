@@ -18,6 +18,7 @@ runs one event of each at a time by default, so one model serves the browser ses
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -207,8 +208,16 @@ class DemoBackend:
 
     def stream(self, session: ChatSession, question: str, generation: Generation) -> Iterator[str]:
         """The answer as it grows: ``generate`` runs in a thread whose text deltas come through a
-        queue; the last item is the finished (stripped) answer. Errors of the thread are raised here."""
+        queue; the last item is the finished (stripped) answer. Errors of the thread are raised here.
+
+        Closing the iterator early (the browser left, or Stop was pressed: gradio closes the event's
+        generator) stops ``generate`` at its next token and waits for the thread, so the session is
+        never used by two threads at once."""
+        from transformers import StoppingCriteriaList
+
         kwargs = generation.generate_kwargs()
+        stop = threading.Event()
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StopWhenSet(stop)])
         deltas: queue.Queue[str | None] = queue.Queue()
         outcome: dict[str, Any] = {}
 
@@ -223,13 +232,29 @@ class DemoBackend:
         worker = threading.Thread(target=work, name="videoccam-demo-answer", daemon=True)
         worker.start()
         text = ""
-        while (delta := deltas.get()) is not None:
-            text += delta
-            yield text
-        worker.join()
+        try:
+            while (delta := deltas.get()) is not None:
+                text += delta
+                yield text
+        finally:
+            stop.set()
+            worker.join()
         if "error" in outcome:
             raise outcome["error"]
         yield outcome["text"]
+
+
+class _StopWhenSet:
+    """A ``generate`` stopping criterion: every row is done once ``event`` is set."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool,  # [B]
+                          device=input_ids.device)
 
 
 def timings_panel(session: ChatSession | None) -> tuple[str, dict[str, Any]]:
@@ -273,13 +298,15 @@ def build_demo(pipe: Pipeline, examples: Path | None = None, *, title: str = "Vi
             generation.generate_kwargs()  # checked before the media are encoded
             session, _ = backend.session_for(conversation, video, image, sampling)
             history = conversation.messages
-            for text in backend.stream(session, question, generation):
-                chat = [*history, {"role": "user", "content": question}, {"role": "assistant", "content": text}]
-                yield "", chat, conversation, "*Answering...*", {}
+            with contextlib.closing(backend.stream(session, question, generation)) as answers:
+                for text in answers:
+                    # kept as it grows: a stopped answer stays in the chat as in the session's history
+                    conversation.messages = [*history, {"role": "user", "content": question},
+                                             {"role": "assistant", "content": text}]
+                    yield "", conversation.messages, conversation, "*Answering...*", {}
         except (ValueError, OSError, VideoCCAMError) as err:
             raise gr.Error(str(err)) from err
-        conversation.messages = chat
-        yield "", chat, conversation, *timings_panel(session)
+        yield "", conversation.messages, conversation, *timings_panel(session)
 
     def reset(conversation: Conversation | None) -> tuple:
         if isinstance(conversation, Conversation) and conversation.session is not None:
@@ -324,6 +351,7 @@ def build_demo(pipe: Pipeline, examples: Path | None = None, *, title: str = "Vi
                 question.render()
                 with gr.Row():
                     send = gr.Button("Send", variant="primary")
+                    stop = gr.Button("Stop")
                     clear = gr.Button("New conversation")
                 with gr.Accordion("Timings of the last answer", open=True):
                     timings_md = gr.Markdown("*No answer yet.*", label="Timings")
@@ -332,8 +360,9 @@ def build_demo(pipe: Pipeline, examples: Path | None = None, *, title: str = "Vi
         inputs = [question, video, image, max_new_tokens, temperature, top_p, top_k, num_frames, sample, fps, start,
                   end, state]
         outputs = [question, chatbot, state, timings_md, timings_json]
-        send.click(ask, inputs, outputs, api_name="ask")
-        question.submit(ask, inputs, outputs, api_name="ask_submit")
+        asking = [send.click(ask, inputs, outputs, api_name="ask"),
+                  question.submit(ask, inputs, outputs, api_name="ask_submit")]
+        stop.click(None, None, None, cancels=asking)  # closes the generator: generate stops (DemoBackend.stream)
         clear.click(reset, [state], [chatbot, state, timings_md, timings_json], api_name="reset")
         for media in (video, image):
             media.change(new_media, [state], [chatbot, state, timings_md, timings_json],
