@@ -233,3 +233,12 @@ def test_stream_yields_the_growing_answer_and_closing_it_stops_generate():
     steps = session.steps
     time.sleep(0.05)
     assert 3 <= steps < 10_000 and session.steps == steps  # the thread stopped and was joined
+
+
+def test_without_gradio_the_command_names_the_demo_extra():
+    code = ("import sys; sys.modules['gradio'] = None\n"
+            "from videoccam_cli import main; sys.exit(main(['demo', '--port', '7999']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert done.returncode == 2
+    assert "needs the 'demo' extra: pip install \"videoccam[demo]\" (missing module: gradio)" in done.stderr
