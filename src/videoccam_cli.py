@@ -26,6 +26,7 @@ from videoccam_cli_options import (
     add_demo,
     add_eval,
     add_make_tiny_checkpoint,
+    add_serve,
     add_synth,
     add_train,
     common_flags,
@@ -54,6 +55,10 @@ COMMANDS: tuple[Command, ...] = (
     Command("eval", "Evaluate a model on MVBench, Video-MME, MLVU, VideoVista, the open-ended QA sets or the "
             "synthetic world; or re-score a predictions file (eval score).", add_eval, "cmd_eval",
             "See docs/evaluation.md for each benchmark's folder layout and what its numbers mean."),
+    Command("serve", "Serve the model over an OpenAI-compatible HTTP API (chat completions with video).", add_serve,
+            "cmd_serve", "See docs/serving.md."),
+    Command("demo", "A web demo (Gradio): upload a video or an image and chat about it.", add_demo, "cmd_demo",
+            "See docs/demo.md."),
     Command("make-tiny-checkpoint",
             "Write a tiny random-weight checkpoint (for trying the pipeline; its answers are noise).",
             add_make_tiny_checkpoint, "cmd_make_tiny_checkpoint"),
@@ -62,8 +67,6 @@ COMMANDS: tuple[Command, ...] = (
     Command("data", "training data tools", add_data, None),
     Command("synth", "Generate the synthetic temporal benchmark: mp4 clips, LLaVA-format JSON and a word-level "
             "tokenizer.", add_synth, "cmd_synth", "See docs/synthetic-world.md."),
-    Command("demo", "Serve the Gradio web demo: upload a video or image and chat about it (streamed answers, "
-            "timings).", add_demo, "cmd_demo", "See docs/demo.md."),
     Command("ablate", "Train and evaluate plain cross-attention vs CCAM vs CCAM + TC-LLaVA options on the synthetic "
             "world.", add_ablate, "cmd_ablate"),
 )
@@ -119,8 +122,8 @@ def _invoked_command(argv: Sequence[str]) -> str | None:
 # import names that differ from the distribution names in pyproject.toml
 _IMPORT_NAMES = {"pyyaml": "yaml", "pillow": "PIL"}
 # the extra to name when a module belongs to several, by command
-_PREFERRED_EXTRA = {"chat": "video", "train": "train", "data": "train", "synth": "train", "ablate": "train"}
-_PREFERRED_EXTRA["demo"] = "demo"  # gradio is only in the demo extra; av is in several
+_PREFERRED_EXTRA = {"chat": "video", "train": "train", "data": "train", "synth": "train", "ablate": "train",
+                    "eval": "eval", "serve": "serve", "demo": "demo"}
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 

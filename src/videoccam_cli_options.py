@@ -16,7 +16,6 @@ from functools import partial
 
 __all__ = ["add_ablate", "add_chat", "add_data", "add_make_tiny_checkpoint", "add_synth", "add_train",
            "common_flags"]
-__all__ += ["add_demo"]
 
 
 # --- argument types --------------------------------------------------------------------------------------
@@ -167,32 +166,6 @@ def _check_chat(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--device-map replaces --device: give one of them")
 
 
-
-# --- videoccam demo ---------------------------------------------------------------------------------------
-def _port(text: str) -> int:
-    value = _number(text, int)
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text}")
-    return value
-
-
-def add_demo(demo: argparse.ArgumentParser) -> None:
-    """``videoccam demo``: the Gradio web demo (videoccam/demo.py)."""
-    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0: every "
-                      "interface)")
-    demo.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
-    demo.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")
-    demo.add_argument("--examples", default=None, metavar="DIR",
-                      help="a folder with questions.json and its clips, shown as examples (default: the "
-                      "repository's examples/ when run from a checkout; none when installed)")
-    add_model_flags(demo)
-    demo.set_defaults(check=partial(_check_demo, demo))
-
-
-def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.device_map is not None and args.device != "auto":
-        parser.error("--device-map replaces --device: give one of them")
-
 def add_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", nargs="+", metavar="BENCHMARK",
                         help="the benchmark to run (mvbench, videomme, mlvu, videovista, msvd-qa, msrvtt-qa, tgif-qa, "
@@ -237,6 +210,52 @@ def _check_eval(parser: argparse.ArgumentParser, args: argparse.Namespace) -> No
         parser.error("--predictions applies to 'eval score'")
     if (args.judge_url is None) != (args.judge_model is None):
         parser.error("--judge-url and --judge-model go together")
+    if args.device_map is not None and args.device != "auto":
+        parser.error("--device-map replaces --device: give one of them")
+
+
+def add_serve(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model-name", default="videoccam", help="the id of the model in the API (default videoccam)")
+    parser.add_argument("--media-root", default=None, metavar="DIR",
+                        help="local media paths (and file:// URLs) must resolve under DIR; without it, none are read")
+    parser.add_argument("--allow-remote-media", action="store_true",
+                        help="fetch http(s) media URLs (size-capped, with a timeout; off by default)")
+    parser.add_argument("--max-batch-size", type=_positive_int, default=8,
+                        help="requests answered together in one generate (1: no batching)")
+    parser.add_argument("--max-queue", type=_positive_int, default=64,
+                        help="requests that may wait; more are refused at once with 429")
+    parser.add_argument("--max-frames", type=_positive_int, default=96, help="the most frames a request may ask for")
+    parser.add_argument("--max-body-mb", type=_positive_float, default=64.0, help="the largest request body (413)")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Authorization: Bearer KEY' (default: the VIDEOCCAM_API_KEY variable, else none)")
+    parser.add_argument("--batch-window-ms", type=_positive_float, default=10.0,
+                        help="how long the first request of a batch waits for others (default 10 ms)")
+    add_model_flags(parser)
+
+
+def _port(text: str) -> int:
+    value = _number(text, int)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text}")
+    return value
+
+
+def add_demo(demo: argparse.ArgumentParser) -> None:
+    """``videoccam demo``: the Gradio web demo (videoccam/demo.py)."""
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0: every "
+                      "interface)")
+    demo.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
+    demo.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")
+    demo.add_argument("--examples", default=None, metavar="DIR",
+                      help="a folder with questions.json and its clips, shown as examples (default: the "
+                      "repository's examples/ when run from a checkout; none when installed)")
+    add_model_flags(demo)
+    demo.set_defaults(check=partial(_check_demo, demo))
+
+
+def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.device_map is not None and args.device != "auto":
         parser.error("--device-map replaces --device: give one of them")
 

@@ -499,3 +499,18 @@ def test_package_data_ships_the_default_model():
     pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
     assert "default_model/*" in pyproject["tool"]["setuptools"]["package-data"]["videoccam.assets"]
     assert videoccam.assets.DEFAULT_MODEL_DIR.parent == Path(videoccam.assets.__file__).resolve().parent
+
+
+def test_timings_flag_prints_each_answers_stages(strong_checkpoint, monkeypatch, capsys):
+    """--timings: one line per answer on stderr with every stage; the first answer carries the decode and
+    the encoding, the second (media encoded once) none of them."""
+    monkeypatch.setattr("sys.stdin", io.StringIO(QUESTIONS[1] + "\n"))
+    assert main(["chat", "--model", str(strong_checkpoint), "--video", str(EXAMPLE), *CHAT_FLAGS, "--timings", "-i",
+                 QUESTIONS[0]]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[timings]")]
+    assert len(lines) == 2
+    stage = {name: [float(line.split(f"{name} ")[1].split("s")[0]) for line in lines]
+             for name in ("decode", "vision", "projector", "prefill")}
+    assert stage["decode"][0] > 0 and stage["vision"][0] > 0 and stage["prefill"][0] > 0
+    assert stage["decode"][1] == stage["vision"][1] == stage["projector"][1] == 0
+    assert all("8 new tokens" in line and "tok/s" in line for line in lines)

@@ -1,4 +1,4 @@
-"""The README's Python snippets run, in order, as a reader pastes them into one session."""
+"""The Python snippets of the README and docs/python.md run, in order, as a reader pastes them into one session."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+PYTHON_DOC = REPO / "docs" / "python.md"  # the README's Python section continued
 
 
 def python_snippets() -> list[str]:
-    return re.findall(r"^```python\n(.*?)^```", README.read_text(), re.MULTILINE | re.DOTALL)
+    """The README's snippets, then docs/python.md's."""
+    return [snippet for page in (README, PYTHON_DOC)
+            for snippet in re.findall(r"^```python\n(.*?)^```", page.read_text(), re.MULTILINE | re.DOTALL)]
 
 
 def test_readme_has_python_snippets():
-    assert len(python_snippets()) >= 3
+    assert len(re.findall(r"^```python\n", README.read_text(), re.MULTILINE)) >= 1
+    assert len(python_snippets()) >= 4
 
 
 def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
@@ -24,6 +29,7 @@ def test_readme_python_snippets_run_in_order(tmp_path, monkeypatch):
     namespace: dict = {"__name__": "__readme__"}
     for i, snippet in enumerate(python_snippets(), 1):
         snippet = snippet.replace("/tmp/videoccam-tiny", str(tmp_path / "videoccam-tiny"))
+        snippet = snippet.replace('"examples/', f'"{REPO}/examples/')  # the README runs from the checkout
         try:
             exec(compile(snippet, f"README.md python snippet {i}", "exec"), namespace)
         except Exception as err:  # noqa: BLE001 - the message names the snippet

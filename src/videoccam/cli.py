@@ -7,6 +7,7 @@ import importlib.util
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -108,11 +109,15 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     pipe = load_pipeline(args)
     processor = pipe.processor
+    started = time.perf_counter()
     videos = _load_videos(args, processor)  # before the media are encoded: a bad file fails fast
     prefix = _subtitle_prefix(args.subtitles, videos[0]) if args.subtitles is not None else ""
     media = [*videos, *args.image]
+    decode_s = time.perf_counter() - started
     session = pipe.session(  # encodes the media once, for every question; keeps the KV cache between turns
         media, kinds=["video"] * len(videos) + ["image"] * len(args.image))
+    if session.encoded is not None:  # the videos were decoded above, before the session
+        session.encoded.timings.decode += decode_s
     generate_kwargs = _generate_kwargs(args)
 
     def answer(question: str) -> None:
@@ -132,17 +137,6 @@ def cmd_chat(args: argparse.Namespace) -> int:
             answer(question)
     return 0
 
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Serve the Gradio web demo (:mod:`videoccam.demo`) of ``--model`` until interrupted."""
-    import gradio  # noqa: F401  (before the model loads: a missing 'demo' extra fails fast)
-
-    from videoccam.demo import find_examples, launch_demo
-
-    examples = find_examples(args.examples)  # a bad --examples fails before the model loads
-    launch_demo(load_pipeline(args), host=args.host, port=args.port, share=args.share, examples=examples)
-    return 0
 
 def load_pipeline(args: argparse.Namespace):
     """The :class:`~videoccam.pipeline.Pipeline` of ``--model`` (default: the bundled model) with the
@@ -286,6 +280,45 @@ def _judge(args: argparse.Namespace):
 
     return Judge(args.judge_url, args.judge_model, api_key_env=args.judge_key_env,
                  cache_path=Path(args.out) / "judge_cache.jsonl")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the model over HTTP until interrupted (uvicorn)."""
+    from pathlib import Path
+
+    import uvicorn
+
+    from videoccam.serve.app import ServeSettings, create_app
+
+    media_root = None
+    if args.media_root is not None:
+        media_root = Path(args.media_root)
+        if not media_root.is_dir():
+            raise ValueError(f"--media-root {args.media_root}: no such folder")
+    settings = ServeSettings(model_name=args.model_name, media_root=media_root,
+                             allow_remote_media=args.allow_remote_media, max_batch_size=args.max_batch_size,
+                             max_queue=args.max_queue, max_frames=args.max_frames, max_body_mb=args.max_body_mb,
+                             api_key=args.api_key or os.environ.get("VIDEOCCAM_API_KEY") or None,
+                             batch_window_s=args.batch_window_ms / 1000)
+    app = create_app(load_pipeline(args), settings)
+    sys.setswitchinterval(0.001)  # the event loop gets the GIL back from the model thread within 1 ms
+    logger.warning("serving %s on http://%s:%d/v1 (media root: %s; remote media: %s)", settings.model_name, args.host,
+                   args.port, media_root or "none", "on" if settings.allow_remote_media else "off")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if not args.verbose else "info")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Serve the Gradio web demo (:mod:`videoccam.demo`) of ``--model`` until interrupted."""
+    import gradio  # noqa: F401  (before the model loads: a missing 'demo' extra fails fast)
+
+    from videoccam.demo import find_examples, launch_demo
+
+    examples = find_examples(args.examples)  # a bad --examples fails before the model loads
+    pipe = load_pipeline(args)
+    logger.warning("demo on http://%s:%d", args.host, args.port)
+    launch_demo(pipe, host=args.host, port=args.port, share=args.share, examples=examples, quiet=not args.verbose)
+    return 0
 
 
 def cmd_make_tiny_checkpoint(args: argparse.Namespace) -> int:

@@ -371,7 +371,7 @@ def build_demo(pipe: Pipeline, examples: Path | None = None, *, title: str = "Vi
 
 
 def launch_demo(pipe: Pipeline, *, host: str = "127.0.0.1", port: int = 7860, share: bool = False,
-                examples: str | Path | None = None, allowed: Sequence[str] = ()) -> None:
+                examples: str | Path | None = None, allowed: Sequence[str] = (), quiet: bool = False) -> None:
     """Build the app (:func:`build_demo`) and serve it until interrupted."""
     folder = find_examples(examples)
     if folder is None:
@@ -379,4 +379,4 @@ def launch_demo(pipe: Pipeline, *, host: str = "127.0.0.1", port: int = 7860, sh
     demo = build_demo(pipe, folder)
     paths = [str(folder), *allowed] if folder is not None else list(allowed)
     demo.queue().launch(server_name=host, server_port=port, share=share, allowed_paths=paths,
-                          show_error=True)
+                          show_error=True, quiet=quiet)

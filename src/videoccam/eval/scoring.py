@@ -53,22 +53,20 @@ def options_block(candidates: Sequence[str]) -> str:
 
 
 def check_answer(response: str, target: str) -> tuple[str, bool]:
-    """Video-CCAM's ``check_answer``: ``(parsed token, correct)``.
+    """Video-CCAM's ``check_answer`` (``eval/mvbench.py``): ``(parsed option, correct)``.
 
-    The prefixes ``Answer:``, ``The answer is``, ``Answer is`` are stripped, the first
-    whitespace token is lowercased with ``.`` deleted, and it is correct when non-empty and either of
-    it and ``target``'s first token (``"(B) text"`` -> ``"(b)"``) contains the other. Its quirks are
-    kept on purpose (a lone ``(`` counts as correct; "The correct answer is B" does not).
+    Each of the prefixes ``Answer:``, ``The answer is``, ``Answer is`` is removed in turn (then the
+    text is stripped), the first space-separated word is lowercased with ``.`` deleted, and it is
+    correct when non-empty and either of it and ``target``'s first word (``"(B) text"`` -> ``"(b)"``)
+    contains the other. Its quirks are kept on purpose: a lone ``(`` counts as correct, "The correct
+    answer is B" does not, and a reply "B\nBecause ..." (no space before the newline) is wrong.
     """
-    text = response.strip()
+    text = response
     for prefix in _CHECK_PREFIXES:
-        if text.startswith(prefix):
-            text = text[len(prefix):].strip()
-    tokens = text.split()
-    parsed = tokens[0].lower().replace(".", "") if tokens else ""
-    gt_tokens = target.split()
-    gt = gt_tokens[0].lower() if gt_tokens else ""
-    return parsed, bool(parsed) and (parsed in gt or gt in parsed)
+        text = text.removeprefix(prefix).strip()
+    parsed = text.split(" ")[0].lower().replace(".", "")
+    gt = target.split(" ")[0].lower()
+    return parsed, len(parsed) > 0 and (parsed in gt or gt in parsed)
 
 
 def scored_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:

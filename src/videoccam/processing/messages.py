@@ -122,10 +122,12 @@ def prepend_placeholders(messages: Sequence[dict], placeholders: Sequence[str], 
 
 
 def content_to_text(content: Any, inline: list, where: str, image_token: str, video_token: str,
-                    segments: list | None = None) -> str:
+                    segments: list | None = None, require_media: bool = True) -> str:
     """One message's ``content`` -> a string with placeholders; the media of typed parts are
     appended to ``inline`` in order, and the ``(string, is_text)`` segments to ``segments`` when
-    given (a ``"text"`` part is text whole; string content is text between its placeholders)."""
+    given (a ``"text"`` part is text whole; string content is text between its placeholders).
+    ``require_media=False``: a bare ``{"type": "video"}`` / ``{"type": "image"}`` part (media encoded
+    apart) is a placeholder, and None is appended to ``inline`` for it."""
     if isinstance(content, str):
         if segments is not None:
             segments += segments_of({"content": content}, placeholder_pattern(image_token, video_token))
@@ -141,9 +143,9 @@ def content_to_text(content: Any, inline: list, where: str, image_token: str, vi
                 segments.append((part["text"], True))
         elif kind in ("image", "video"):
             source = next((key for key in (kind, "path", "url") if key in part), None)
-            if source is None:
+            if source is None and require_media:
                 raise ValueError(f"{where}: a {kind!r} part needs a {kind!r} (or 'path' / 'url') field")
-            inline.append(part[source])
+            inline.append(None if source is None else part[source])
             text.append(image_token if kind == "image" else video_token)
             if segments is not None:
                 segments.append((text[-1], False))
@@ -163,7 +165,7 @@ def normalise_conversation(conv: list, items: list, b: int, *, image_token: str,
     placeholders (their media are the conversation's, and then ``items`` must be
     empty); loss weights are checked; media without any placeholder get one each
     (:func:`prepend_placeholders`, ``placeholder_for`` picks it). ``text_only``: no media at all,
-    the written placeholders stay.
+    the written placeholders and bare typed media parts (``{"type": "video"}``) are placeholders.
 
     Raises:
         ValueError: naming conversation ``b``: a malformed message, media given twice, or a
@@ -176,14 +178,14 @@ def normalise_conversation(conv: list, items: list, b: int, *, image_token: str,
             raise ValueError(f"{where}: expected a dict with 'role' and 'content'")
         segments: list[tuple[str, bool]] = []
         message = {"role": msg["role"], "content": content_to_text(msg["content"], inline, where, image_token,
-                                                                   video_token, segments)}
+                                                                   video_token, segments, not text_only)}
         message[SEGMENTS] = segments
         if "weight" in msg:
             message["weight"] = check_turn_weight(msg["weight"], msg["role"], where)
         messages.append(message)
     if inline and items:
         raise ValueError(f"conversation {b}: media given both inline (typed parts) and in `media`")
-    if inline and text_only:
+    if text_only and any(item is not None for item in inline):
         raise ValueError(f"conversation {b}: text_only=True but media given inline (typed parts)")
     if text_only:
         return messages, []
