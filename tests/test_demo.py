@@ -105,6 +105,8 @@ def test_ask_about_the_first_example_answers_green_with_timings(demo_url):
     assert timings["prompt_tokens"] == 42 and timings["new_tokens"] == 2 and timings["reused_tokens"] == 0
     assert all(timings[stage] > 0 for stage in STAGES)  # a new session: the media were decoded and encoded
     assert "42 prompt tokens (0 reused from the KV cache), 2 new" in timings_md
+    page = urllib.request.urlopen(demo_url, timeout=10).read().decode()
+    assert "Model: the bundled tiny model" in page  # the header names the model
 
 
 def test_second_turn_reuses_the_kv_cache_and_the_encoded_media(demo_url):

@@ -318,8 +318,10 @@ def build_demo(pipe: Pipeline, examples: Path | None = None, *, title: str = "Vi
         return [], Conversation(), *timings_panel(None)
 
     with gr.Blocks(title=f"{title} demo", analytics_enabled=False) as demo:
-        gr.Markdown(f"# {title}\nAsk about a video or an image: the media are encoded once, follow-up questions "
-                    "reuse the KV cache. Temperature 0 answers greedily.")
+        bundled = Path(str(pipe.model_path)).parts[-2:] == ("assets", "default_model")
+        model = "the bundled tiny model" if bundled else f"`{pipe.model_path}`"
+        gr.Markdown(f"# {title}\nModel: {model}. Ask about a video or an image: the media are encoded once, "
+                    "follow-up questions reuse the KV cache. Temperature 0 answers greedily.")
         state = gr.State(None)
         question = gr.Textbox(label="Question", placeholder="which colour flashed first ?", render=False)
         with gr.Row():
