@@ -235,11 +235,29 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
     add_model_flags(parser)
 
 
-def add_demo(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
-    parser.add_argument("--port", type=int, default=7860)
-    parser.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    add_model_flags(parser)
+def _port(text: str) -> int:
+    value = _number(text, int)
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"must be a port number 1..65535, got {text}")
+    return value
+
+
+def add_demo(demo: argparse.ArgumentParser) -> None:
+    """``videoccam demo``: the Gradio web demo (videoccam/demo.py)."""
+    demo.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1; 0.0.0.0: every "
+                      "interface)")
+    demo.add_argument("--port", type=_port, default=7860, help="port (default 7860)")
+    demo.add_argument("--share", action="store_true", help="also open a public gradio.live link (needs the internet)")
+    demo.add_argument("--examples", default=None, metavar="DIR",
+                      help="a folder with questions.json and its clips, shown as examples (default: the "
+                      "repository's examples/ when run from a checkout; none when installed)")
+    add_model_flags(demo)
+    demo.set_defaults(check=partial(_check_demo, demo))
+
+
+def _check_demo(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.device_map is not None and args.device != "auto":
+        parser.error("--device-map replaces --device: give one of them")
 
 
 def add_make_tiny_checkpoint(tiny: argparse.ArgumentParser) -> None:

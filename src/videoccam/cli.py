@@ -309,13 +309,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Run the Gradio demo until interrupted."""
-    from videoccam.demo import build_demo
+    """Serve the Gradio web demo (:mod:`videoccam.demo`) of ``--model`` until interrupted."""
+    import gradio  # noqa: F401  (before the model loads: a missing 'demo' extra fails fast)
 
-    demo = build_demo(load_pipeline(args))
+    from videoccam.demo import find_examples, launch_demo
+
+    examples = find_examples(args.examples)  # a bad --examples fails before the model loads
+    pipe = load_pipeline(args)
     logger.warning("demo on http://%s:%d", args.host, args.port)
-    demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port, share=args.share,
-                                                   show_error=True, quiet=not args.verbose)
+    launch_demo(pipe, host=args.host, port=args.port, share=args.share, examples=examples, quiet=not args.verbose)
     return 0
 
 
