@@ -216,3 +216,50 @@ def test_serve_fails_fast_on_a_missing_media_root(tmp_path):
     done = subprocess.run([sys.executable, "-m", "videoccam", "serve", "--media-root", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--media-root" in done.stderr and "no such folder" in done.stderr
+
+
+def health(server) -> dict:
+    with urllib.request.urlopen(f"{server.url}/health", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_a_client_that_goes_away_frees_its_slot(server):
+    """While a long answer holds the model thread, a streaming and a plain request wait; their clients
+    hang up: both leave the queue at once (/health's waiting count drops to 0) and the long one completes."""
+    import http.client
+
+    slow = {"model": "videoccam", "max_tokens": 150, "ignore_eos": True,
+            "messages": [{"role": "user", "content": [video_part("first.mp4"), {"type": "text", "text": QUESTION}]}]}
+    done: dict[str, object] = {}
+
+    def long_answer() -> None:
+        done["answer"] = server.client().chat.completions.create(
+            **{k: v for k, v in slow.items() if k != "ignore_eos"}, extra_body={"ignore_eos": True})
+
+    worker = threading.Thread(target=long_answer)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while health(server)["running"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    conns = []
+    for stream in (True, False):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("POST", "/v1/chat/completions", json.dumps({**slow, "stream": stream, "max_tokens": 4}),
+                     {"Content-Type": "application/json"})
+        conns.append(conn)
+    first_line = conns[0].getresponse().readline()  # the role chunk comes at once, before the answer
+    assert first_line.startswith(b"data: ") and b'"role": "assistant"' in first_line
+    while health(server)["waiting"] < 2:  # both queued behind the long answer
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for conn in conns:
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+    while (state := health(server))["waiting"] > 0:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.02)
+    assert state["running"] == 1  # freed while the long answer still runs
+    worker.join(60)
+    answer = done["answer"]
+    assert answer.usage.completion_tokens == 150 and answer.choices[0].finish_reason == "length"

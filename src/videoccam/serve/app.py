@@ -104,6 +104,11 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
     async def api_error(request: Request, err: APIError) -> JSONResponse:
         return JSONResponse(err.body(), status_code=err.status)
 
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception) -> JSONResponse:  # a bug: logged, OpenAI's format
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse(APIError(500, f"internal error: {type(err).__name__}").body(), status_code=500)
+
     def check_key(request: Request) -> None:
         if settings.api_key is None:
             return
@@ -163,7 +168,7 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
                 kind, value = await asyncio.wait_for(job.events.get(), timeout=0.25)
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
-                    job.cancelled = True
+                    batcher.cancel(job)
                     raise APIError(499, "the client went away") from None
                 continue
             if kind == "done":
@@ -203,7 +208,7 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
                     break
             yield "data: [DONE]\n\n"
         finally:  # the client went away (the generator is closed) or the answer is complete
-            job.cancelled = True
+            batcher.cancel(job)
 
     app.state.batcher = batcher
     return app

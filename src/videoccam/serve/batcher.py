@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a job is itself, whatever its fields
 class Job:
     """One request's work and its channel back to the event loop."""
 
@@ -100,6 +100,14 @@ class Batcher:
                 raise APIError(503, "the server is shutting down")
             self._waiting.append(job)
             self._cond.notify()
+
+    def cancel(self, job: Job) -> None:
+        """The job's client went away: a waiting job leaves the queue now (its slot is free at once); a
+        running one finishes with its batch, its output discarded (:meth:`Job.send` drops it)."""
+        with self._cond:
+            job.cancelled = True
+            if job in self._waiting:
+                self._waiting.remove(job)
 
     @property
     def waiting(self) -> int:
