@@ -263,3 +263,18 @@ def test_a_client_that_goes_away_frees_its_slot(server):
     worker.join(60)
     answer = done["answer"]
     assert answer.usage.completion_tokens == 150 and answer.choices[0].finish_reason == "length"
+
+
+def test_stop_strings_and_seeds(server):
+    client = server.client()
+    cut = ask(client, "first.mp4", stop=["ee"])
+    assert cut.choices[0].message.content == "gr" and cut.choices[0].finish_reason == "stop"
+    chunks = list(client.chat.completions.create(
+        model="videoccam", stream=True, stop="een",
+        messages=[{"role": "user", "content": [video_part("first.mp4"), {"type": "text", "text": QUESTION}]}],
+        **GREEDY))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "gr"
+    sampled = {seed: [ask(client, "first.mp4", "say something", temperature=2.0, top_p=1.0, seed=seed,
+                          max_tokens=6).choices[0].message.content for _ in range(2)] for seed in (1, 2, 3)}
+    assert all(a == b for a, b in sampled.values())  # a seed gives the same answer again
+    assert len({a for a, _ in sampled.values()}) > 1, sampled  # and the seeds differ
