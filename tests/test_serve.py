@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -169,6 +170,11 @@ def test_other_refusals(server):
         client.chat.completions.create(model="videoccam", n=2, messages=[{"role": "user", "content": "hi"}])
     models = client.models.list()
     assert [m.id for m in models.data] == ["videoccam"]
+    for method, route, status in (("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405)):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(f"{server.url}{route}", method=method), timeout=5)
+        assert info.value.code == status and set(json.loads(info.value.read())["error"]) == {
+            "message", "type", "param", "code"}
 
 
 def test_api_key_and_a_full_queue():

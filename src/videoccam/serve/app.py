@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videoccam.processing.media import input_size
 from videoccam.serve.batcher import Batcher, Job, finished
@@ -103,6 +104,11 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
     @app.exception_handler(APIError)
     async def api_error(request: Request, err: APIError) -> JSONResponse:
         return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:  # unknown route, method
+        return JSONResponse(APIError(err.status_code, str(err.detail)).body(), status_code=err.status_code,
+                            headers=getattr(err, "headers", None))
 
     @app.exception_handler(Exception)
     async def server_error(request: Request, err: Exception) -> JSONResponse:  # a bug: logged, OpenAI's format
