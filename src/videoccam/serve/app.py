@@ -195,11 +195,18 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
             yield chunk({"role": "assistant", "content": ""})
             while True:
                 kind, value = await job.events.get()
+                texts = []
+                while kind == "text":  # the deltas that queued up meanwhile go as one chunk
+                    texts.append(value)
+                    if job.events.empty():
+                        break
+                    kind, value = job.events.get_nowait()
+                out = trimmer.feed("".join(texts)) if texts else ""
+                if out:
+                    yield chunk({"content": out})
                 if kind == "text":
-                    out = trimmer.feed(value)
-                    if out:
-                        yield chunk({"content": out})
-                elif kind == "error":
+                    continue
+                if kind == "error":
                     yield f"data: {json.dumps(value.body())}\n\n"
                     break
                 else:
