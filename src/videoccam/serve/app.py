@@ -135,6 +135,7 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         check_key(request)
+        batcher.check_admission()  # a full queue refuses before the body is read
         body = await read_body(request, settings.max_body_mb)
         req = parse_request(body, max_frames=settings.max_frames, default_frames=pipe.processor.num_frames)
         if req.model and req.model != settings.model_name:

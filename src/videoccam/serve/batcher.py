@@ -75,16 +75,21 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name="videoccam-model", daemon=True)
         self._thread.start()
 
+    def check_admission(self) -> None:
+        """Refuse at once what :meth:`reserve` would refuse now (429 full queue, 503 shutting down),
+        before the request's body is even read; reserving stays :meth:`reserve`'s."""
+        if self._closed:
+            raise APIError(503, "the server is shutting down")
+        if len(self._waiting) + self._reserved >= self.max_queue:
+            raise APIError(429, f"the queue is full ({self.max_queue} requests waiting); retry later",
+                           code="queue_full")
+
     def reserve(self) -> None:
         """Admit a request before its media are decoded, or refuse it at once: 429 when ``max_queue``
         requests are already waiting or decoding, 503 when shutting down. Then :meth:`submit` or
         :meth:`release`."""
         with self._cond:
-            if self._closed:
-                raise APIError(503, "the server is shutting down")
-            if len(self._waiting) + self._reserved >= self.max_queue:
-                raise APIError(429, f"the queue is full ({self.max_queue} requests waiting); retry later",
-                               code="queue_full")
+            self.check_admission()
             self._reserved += 1
 
     def release(self) -> None:
