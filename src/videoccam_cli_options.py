@@ -232,6 +232,9 @@ def add_serve(parser: argparse.ArgumentParser) -> None:
                         help="require 'Authorization: Bearer KEY' (default: the VIDEOCCAM_API_KEY variable, else none)")
     parser.add_argument("--batch-window-ms", type=_positive_float, default=10.0,
                         help="how long the first request of a batch waits for others (default 10 ms)")
+    parser.add_argument("--threads", type=_positive_int, default=None,
+                        help="CPU threads of the model's operations (torch.set_num_threads); default on CPU: all "
+                        "cores but one, which the event loop keeps (streaming, admission, /health)")
     add_model_flags(parser)
 
 

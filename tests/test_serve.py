@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -169,6 +170,11 @@ def test_other_refusals(server):
         client.chat.completions.create(model="videoccam", n=2, messages=[{"role": "user", "content": "hi"}])
     models = client.models.list()
     assert [m.id for m in models.data] == ["videoccam"]
+    for method, route, status in (("GET", "/v1/nothing", 404), ("GET", "/v1/chat/completions", 405)):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(urllib.request.Request(f"{server.url}{route}", method=method), timeout=5)
+        assert info.value.code == status and set(json.loads(info.value.read())["error"]) == {
+            "message", "type", "param", "code"}
 
 
 def test_api_key_and_a_full_queue():
@@ -216,3 +222,65 @@ def test_serve_fails_fast_on_a_missing_media_root(tmp_path):
     done = subprocess.run([sys.executable, "-m", "videoccam", "serve", "--media-root", str(tmp_path / "nope")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--media-root" in done.stderr and "no such folder" in done.stderr
+
+
+def health(server) -> dict:
+    with urllib.request.urlopen(f"{server.url}/health", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_a_client_that_goes_away_frees_its_slot(server):
+    """While a long answer holds the model thread, a streaming and a plain request wait; their clients
+    hang up: both leave the queue at once (/health's waiting count drops to 0) and the long one completes."""
+    import http.client
+
+    slow = {"model": "videoccam", "max_tokens": 150, "ignore_eos": True,
+            "messages": [{"role": "user", "content": [video_part("first.mp4"), {"type": "text", "text": QUESTION}]}]}
+    done: dict[str, object] = {}
+
+    def long_answer() -> None:
+        done["answer"] = server.client().chat.completions.create(
+            **{k: v for k, v in slow.items() if k != "ignore_eos"}, extra_body={"ignore_eos": True})
+
+    worker = threading.Thread(target=long_answer)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while health(server)["running"] == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    conns = []
+    for stream in (True, False):
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("POST", "/v1/chat/completions", json.dumps({**slow, "stream": stream, "max_tokens": 4}),
+                     {"Content-Type": "application/json"})
+        conns.append(conn)
+    first_line = conns[0].getresponse().readline()  # the role chunk comes at once, before the answer
+    assert first_line.startswith(b"data: ") and b'"role": "assistant"' in first_line
+    while health(server)["waiting"] < 2:  # both queued behind the long answer
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    for conn in conns:
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        conn.close()
+    while (state := health(server))["waiting"] > 0:
+        assert time.monotonic() < deadline, state
+        time.sleep(0.02)
+    assert state["running"] == 1  # freed while the long answer still runs
+    worker.join(60)
+    answer = done["answer"]
+    assert answer.usage.completion_tokens == 150 and answer.choices[0].finish_reason == "length"
+
+
+def test_stop_strings_and_seeds(server):
+    client = server.client()
+    cut = ask(client, "first.mp4", stop=["ee"])
+    assert cut.choices[0].message.content == "gr" and cut.choices[0].finish_reason == "stop"
+    chunks = list(client.chat.completions.create(
+        model="videoccam", stream=True, stop="een",
+        messages=[{"role": "user", "content": [video_part("first.mp4"), {"type": "text", "text": QUESTION}]}],
+        **GREEDY))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "gr"
+    sampled = {seed: [ask(client, "first.mp4", "say something", temperature=2.0, top_p=1.0, seed=seed,
+                          max_tokens=6).choices[0].message.content for _ in range(2)] for seed in (1, 2, 3)}
+    assert all(a == b for a, b in sampled.values())  # a seed gives the same answer again
+    assert len({a for a, _ in sampled.values()}) > 1, sampled  # and the seeds differ

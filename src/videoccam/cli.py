@@ -300,7 +300,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              max_queue=args.max_queue, max_frames=args.max_frames, max_body_mb=args.max_body_mb,
                              api_key=args.api_key or os.environ.get("VIDEOCCAM_API_KEY") or None,
                              batch_window_s=args.batch_window_ms / 1000)
-    app = create_app(load_pipeline(args), settings)
+    pipe = load_pipeline(args)
+    threads = args.threads or (max(1, (os.cpu_count() or 1) - 1) if pipe.device.type == "cpu" else None)
+    if threads is not None:  # with every core in the model's thread pool, streaming stalls it on a small CPU
+        import torch
+
+        torch.set_num_threads(threads)
+        logger.info("model operations on %d CPU threads", threads)
+    app = create_app(pipe, settings)
     sys.setswitchinterval(0.001)  # the event loop gets the GIL back from the model thread within 1 ms
     logger.warning("serving %s on http://%s:%d/v1 (media root: %s; remote media: %s)", settings.model_name, args.host,
                    args.port, media_root or "none", "on" if settings.allow_remote_media else "off")

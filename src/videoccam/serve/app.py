@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from videoccam.processing.media import input_size
 from videoccam.serve.batcher import Batcher, Job, finished
@@ -104,6 +105,16 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
     async def api_error(request: Request, err: APIError) -> JSONResponse:
         return JSONResponse(err.body(), status_code=err.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException) -> JSONResponse:  # unknown route, method
+        return JSONResponse(APIError(err.status_code, str(err.detail)).body(), status_code=err.status_code,
+                            headers=getattr(err, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, err: Exception) -> JSONResponse:  # a bug: logged, OpenAI's format
+        logger.exception("%s %s failed", request.method, request.url.path)
+        return JSONResponse(APIError(500, f"internal error: {type(err).__name__}").body(), status_code=500)
+
     def check_key(request: Request) -> None:
         if settings.api_key is None:
             return
@@ -124,6 +135,7 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Any:
         check_key(request)
+        batcher.check_admission()  # a full queue refuses before the body is read
         body = await read_body(request, settings.max_body_mb)
         req = parse_request(body, max_frames=settings.max_frames, default_frames=pipe.processor.num_frames)
         if req.model and req.model != settings.model_name:
@@ -163,7 +175,7 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
                 kind, value = await asyncio.wait_for(job.events.get(), timeout=0.25)
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
-                    job.cancelled = True
+                    batcher.cancel(job)
                     raise APIError(499, "the client went away") from None
                 continue
             if kind == "done":
@@ -184,11 +196,18 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
             yield chunk({"role": "assistant", "content": ""})
             while True:
                 kind, value = await job.events.get()
+                texts = []
+                while kind == "text":  # the deltas that queued up meanwhile go as one chunk
+                    texts.append(value)
+                    if job.events.empty():
+                        break
+                    kind, value = job.events.get_nowait()
+                out = trimmer.feed("".join(texts)) if texts else ""
+                if out:
+                    yield chunk({"content": out})
                 if kind == "text":
-                    out = trimmer.feed(value)
-                    if out:
-                        yield chunk({"content": out})
-                elif kind == "error":
+                    continue
+                if kind == "error":
                     yield f"data: {json.dumps(value.body())}\n\n"
                     break
                 else:
@@ -203,7 +222,7 @@ def create_app(pipe: Pipeline, settings: ServeSettings) -> FastAPI:
                     break
             yield "data: [DONE]\n\n"
         finally:  # the client went away (the generator is closed) or the answer is complete
-            job.cancelled = True
+            batcher.cancel(job)
 
     app.state.batcher = batcher
     return app

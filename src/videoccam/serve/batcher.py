@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a job is itself, whatever its fields
 class Job:
     """One request's work and its channel back to the event loop."""
 
@@ -75,16 +75,21 @@ class Batcher:
         self._thread = threading.Thread(target=self._work, name="videoccam-model", daemon=True)
         self._thread.start()
 
+    def check_admission(self) -> None:
+        """Refuse at once what :meth:`reserve` would refuse now (429 full queue, 503 shutting down),
+        before the request's body is even read; reserving stays :meth:`reserve`'s."""
+        if self._closed:
+            raise APIError(503, "the server is shutting down")
+        if len(self._waiting) + self._reserved >= self.max_queue:
+            raise APIError(429, f"the queue is full ({self.max_queue} requests waiting); retry later",
+                           code="queue_full")
+
     def reserve(self) -> None:
         """Admit a request before its media are decoded, or refuse it at once: 429 when ``max_queue``
         requests are already waiting or decoding, 503 when shutting down. Then :meth:`submit` or
         :meth:`release`."""
         with self._cond:
-            if self._closed:
-                raise APIError(503, "the server is shutting down")
-            if len(self._waiting) + self._reserved >= self.max_queue:
-                raise APIError(429, f"the queue is full ({self.max_queue} requests waiting); retry later",
-                               code="queue_full")
+            self.check_admission()
             self._reserved += 1
 
     def release(self) -> None:
@@ -100,6 +105,14 @@ class Batcher:
                 raise APIError(503, "the server is shutting down")
             self._waiting.append(job)
             self._cond.notify()
+
+    def cancel(self, job: Job) -> None:
+        """The job's client went away: a waiting job leaves the queue now (its slot is free at once); a
+        running one finishes with its batch, its output discarded (:meth:`Job.send` drops it)."""
+        with self._cond:
+            job.cancelled = True
+            if job in self._waiting:
+                self._waiting.remove(job)
 
     @property
     def waiting(self) -> int:

@@ -24,6 +24,7 @@ import logging
 import os
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -34,7 +35,7 @@ from typing import Any
 
 from videoccam.errors import VideoCCAMError
 from videoccam.processing.video import Video, load_video
-from videoccam.serve.errors import APIError, bad_request
+from videoccam.serve.errors import bad_request
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,8 @@ class MediaPolicy:
         media_root: local paths must resolve under it; None: no local paths at all.
         allow_remote: fetch http(s) URLs.
         remote_max_bytes: the most a remote file may be.
-        remote_timeout_s: connect/read timeout of a fetch.
+        remote_timeout_s: connect/read timeout of a fetch (each socket operation).
+        remote_total_s: the longest a whole fetch may take (a server that trickles bytes is cut off).
         decode_timeout_s: the decoder's timeout per media part.
         max_frames: the most frames a request may ask for (``num_frames`` / ``max_frames``).
         size: ``(width, height)`` to decode at (the model's input size).
@@ -61,23 +63,32 @@ class MediaPolicy:
     allow_remote: bool = False
     remote_max_bytes: int = 256 * 2**20
     remote_timeout_s: float = 20.0
+    remote_total_s: float = 120.0
     decode_timeout_s: float = 60.0
     max_frames: int = 96
     size: tuple[int, int] | None = None
 
 
 class _NoOtherSchemes(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
-        if urllib.parse.urlsplit(newurl).scheme not in ("http", "https"):
-            raise urllib.error.URLError(f"redirect to a non-http(s) URL refused: {newurl}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+    """Follows redirects to http(s) URLs only (urllib alone would follow one to ``ftp:``)."""
+
+    def http_error_302(self, req: Any, fp: Any, code: int, msg: str, headers: Any) -> Any:
+        target = urllib.parse.urljoin(req.full_url, headers.get("location") or headers.get("uri") or "")
+        if urllib.parse.urlsplit(target).scheme.lower() not in ("http", "https"):
+            raise urllib.error.URLError(f"redirect to a non-http(s) URL refused: {target}")
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 def local_path(url: str, policy: MediaPolicy, param: str) -> Path:
     """A path / ``file://`` URL resolved under the media root (400 otherwise, naming ``param``)."""
     if policy.media_root is None:
         raise bad_request("local media paths are disabled (start the server with --media-root DIR)", param)
-    raw = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if url.startswith("file:") else url
+    is_file_url = urllib.parse.urlsplit(url).scheme.lower() == "file"
+    raw = urllib.parse.unquote(urllib.parse.urlsplit(url).path) if is_file_url else url
+    if "\x00" in raw:
+        raise bad_request(f"{url!r}: a path with a null byte", param)
     root = policy.media_root.resolve()
     path = (root / raw).resolve() if not os.path.isabs(raw) else Path(raw).resolve()
     if not path.is_relative_to(root):
@@ -93,14 +104,19 @@ def _fetch(url: str, policy: MediaPolicy, param: str, folder: Path) -> Path:
     opener = urllib.request.build_opener(_NoOtherSchemes)
     try:
         with opener.open(url, timeout=policy.remote_timeout_s) as response:
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit() and int(declared) > policy.remote_max_bytes:
+                raise bad_request(f"{url}: larger than {policy.remote_max_bytes} bytes", param)
             suffix = SUFFIXES.get(response.headers.get_content_type(), Path(urllib.parse.urlsplit(url).path).suffix)
             path = folder / f"remote{suffix or '.bin'}"
-            size = 0
+            size, deadline = 0, time.monotonic() + policy.remote_total_s
             with open(path, "wb") as out:
-                while block := response.read(2**20):
+                while block := response.read(2**16):
+                    if time.monotonic() > deadline:
+                        raise bad_request(f"{url}: the download took longer than {policy.remote_total_s:g} s", param)
                     size += len(block)
                     if size > policy.remote_max_bytes:
-                        raise APIError(413, f"{url}: larger than {policy.remote_max_bytes} bytes", param)
+                        raise bad_request(f"{url}: larger than {policy.remote_max_bytes} bytes", param)
                     out.write(block)
     except (urllib.error.URLError, OSError, ValueError) as err:
         raise bad_request(f"{url}: could not be fetched ({err})", param) from None
