@@ -51,7 +51,7 @@ def test_groups_and_the_answers_file(root, tmp_path):
     assert scores["overall"]["videoccam"]["correct"] == 3  # 101, 103 and "The answer is B" (prefix stripped)
     group = scores["breakdowns"]["group"]
     assert group["Understanding"]["videoccam"]["n"] == 2 and group["Reasoning"]["videoccam"]["n"] == 2
-    assert set(scores["breakdowns"]["duration"]) == {"<1 min", "1-3 min", "3-10 min"}
+    assert set(scores["breakdowns"]["duration"]) == {"0 min", "2 min", "5 min"}  # 45 s, 150 s, 400 s
     (path,) = VIDEOVISTA.write_official(rows, tmp_path)
     assert json.loads(path.read_text())[0] == {"question_id": 101, "Type": "Action Recognition",
                                                "Model_Answer": "(B) Soup"}
