@@ -173,6 +173,15 @@ def _rss_mib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (``platform.processor()`` is empty on Linux)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
 def measure_row(models: Models, method: str, frames: int, repeats: int, warmup: int = 1) -> dict:
     """``warmup`` untimed runs, then ``repeats`` timed runs; the best run's TTFT and its stage split."""
     import torch
@@ -350,7 +359,7 @@ def main(argv: list[str] | None = None) -> dict:
     import transformers
 
     rows = run_rows(args, scale)
-    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{platform.processor()} CPU"
+    device = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"{cpu_name()}, {os.cpu_count()} cores"
     print("\n" + header(args, scale) + "\n")
     print(table(rows))
     print("\n" + targets(rows))
