@@ -52,8 +52,9 @@ def test_micro_run_table_and_llm_lengths(tmp_path, capsys):
 
 
 def test_row_over_the_token_cap_is_reported_not_run(capsys):
+    """Two rounds still give one row per (T, method)."""
     result = _bench().main(["--scale", "tiny", "--frames", "2", "--in-process", "--repeats", "1",
-                            "--max-llm-tokens", "50"])
+                            "--max-llm-tokens", "50", "--rounds", "2"])
     cells = _table_rows(capsys.readouterr().out)
     assert cells[1][:3] == ["2", "all-tokens", "64"]
     assert cells[1][3:9] == ["n/a"] * 6
