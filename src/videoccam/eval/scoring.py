@@ -96,6 +96,16 @@ def by_group(rows: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], Any
     return {name: accuracy(members, correct) for name, members in groups.items()}
 
 
+def by_group_both(rows: Sequence[dict[str, Any]], key: Callable[[dict[str, Any]], Any] | str,
+                  official: Callable[[dict[str, Any]], bool | None]) -> dict[str, dict[str, Any]]:
+    """Per group, ``{"official": ..., "videoccam": ...}``: the benchmark's own check and the rows'
+    ``correct`` (Video-CCAM's letter check) side by side (see :func:`by_group`)."""
+    groups = {name: {"official": entry} for name, entry in by_group(rows, key, official).items()}
+    for name, entry in by_group(rows, key).items():
+        groups[name]["videoccam"] = entry
+    return groups
+
+
 def macro_mean(groups: dict[str, dict[str, Any]]) -> float | None:
     """The mean of the groups' accuracies (groups with no counted question are left out)."""
     values = [g["accuracy"] for g in groups.values() if g["accuracy"] is not None]

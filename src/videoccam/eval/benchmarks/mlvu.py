@@ -26,7 +26,7 @@ from typing import Any
 
 from videoccam.eval.benchmarks.mvbench import mvbench_prompt
 from videoccam.eval.judge import judge_all
-from videoccam.eval.scoring import accuracy, by_group, check_answer, letter, macro_mean, scored_rows
+from videoccam.eval.scoring import accuracy, by_group_both, check_answer, letter, macro_mean, scored_rows
 from videoccam.eval.types import EvalItem, LoadedBenchmark
 
 # file stem -> (task, kind): "M" multiple choice, "SSC" sub-scene captioning, "VS" video summary
@@ -181,9 +181,7 @@ class MLVUBenchmark:
         def official(row: dict[str, Any]) -> bool:
             return official_m_check(row["response"] or "", row["answer"])[1]
 
-        tasks: dict[str, dict[str, Any]] = {t: {"official": e} for t, e in by_group(m_rows, "task", official).items()}
-        for t, e in by_group(m_rows, "task").items():
-            tasks[t]["videoccam"] = e
+        tasks: dict[str, dict[str, Any]] = by_group_both(m_rows, "task", official)
         overall: dict[str, Any] = {
             "m_avg": macro_mean({t: e["official"] for t, e in tasks.items()}),
             "m_micro": accuracy(m_rows, official),

@@ -28,7 +28,7 @@ from typing import Any
 from videoccam.eval.scoring import (
     MCQ_INSTRUCTION,
     accuracy,
-    by_group,
+    by_group_both,
     check_answer,
     letter,
     macro_mean,
@@ -150,9 +150,7 @@ class MVBench:
         def official(row: dict[str, Any]) -> bool:
             return official_check(row["response"] or "", row["answer"])[1]
 
-        tasks = {task: {"videoccam": entry} for task, entry in by_group(ok, "task").items()}
-        for task, entry in by_group(ok, "task", official).items():
-            tasks[task]["official"] = entry
+        tasks = by_group_both(ok, "task", official)
         return {
             "overall": {"official": accuracy(ok, official), "videoccam": accuracy(ok),
                         "official_task_mean": macro_mean({t: e["official"] for t, e in tasks.items()})},

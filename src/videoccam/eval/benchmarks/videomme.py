@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from videoccam.eval.scoring import MCQ_INSTRUCTION, accuracy, by_group, check_answer, scored_rows
+from videoccam.eval.scoring import MCQ_INSTRUCTION, accuracy, by_group_both, check_answer, scored_rows
 from videoccam.eval.types import EvalItem, LoadedBenchmark
 
 logger = logging.getLogger(__name__)
@@ -137,10 +137,7 @@ class VideoMME:
 
         def both(groups_of: str) -> dict[str, dict[str, Any]]:
             key = (lambda r: r["meta"][groups_of]) if groups_of != "task" else "task"
-            groups = {g: {"official": e} for g, e in by_group(ok, key, official).items()}
-            for g, e in by_group(ok, key).items():
-                groups[g]["videoccam"] = e
-            return groups
+            return by_group_both(ok, key, official)
 
         unanswerable = sum(official(r) is None for r in ok)
         return {

@@ -26,7 +26,7 @@ from videoccam.eval.scoring import (
     LETTERS,
     MCQ_INSTRUCTION,
     accuracy,
-    by_group,
+    by_group_both,
     check_answer,
     letter,
     scored_rows,
@@ -144,10 +144,7 @@ class VideoVista:
             return official_letter(row["response"] or "") == row["answer"][1]
 
         def both(key: Any) -> dict[str, dict[str, Any]]:
-            groups = {g: {"official": e} for g, e in by_group(ok, key, official).items()}
-            for g, e in by_group(ok, key).items():
-                groups[g]["videoccam"] = e
-            return groups
+            return by_group_both(ok, key, official)
 
         return {
             "overall": {"official": accuracy(ok, official), "videoccam": accuracy(ok)},
